@@ -1,0 +1,38 @@
+# The two commands a newcomer types: `make run` and `make test`. Each makes the virtual
+# environment on first use (and again when pyproject.toml changes).
+VENV   ?= .venv
+PYTHON ?= python3
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: venv run test lint format demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(BIN)/forwarder migrate
+	$(BIN)/forwarder run
+
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check forwarder tests
+	$(BIN)/ruff format --check forwarder tests
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff check --fix forwarder tests
+	$(BIN)/ruff format forwarder tests
+
+demo: venv
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

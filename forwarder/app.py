@@ -1,0 +1,140 @@
+"""The composition root: open the store and the HTTP session, build the worker, run it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from forwarder import backoff, payload
+from forwarder.errors import ConfigError
+from forwarder.metrics import Metrics
+from forwarder.pacing import Pacer
+from forwarder.server import Health, serve
+from forwarder.settings import Settings
+from forwarder.store import open_store
+from forwarder.tiktok import TikTokClient
+from forwarder.worker import Totals, Worker, WorkerConfig
+
+
+def lease_owner() -> str:
+    """Name this process in the rows it leases: host, pid and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """Translate the settings into the worker's configuration."""
+    if settings.lease < 2 * settings.request_timeout:
+        raise ConfigError(
+            "FORWARDER_LEASE must be at least twice FORWARDER_REQUEST_TIMEOUT, "
+            "or rows would return to pending while their request is still in flight"
+        )
+    if settings.backoff_max < settings.backoff_initial:
+        raise ConfigError(
+            "FORWARDER_BACKOFF_MAX must not be smaller than FORWARDER_BACKOFF_INITIAL"
+        )
+    return WorkerConfig(
+        build=payload.BuildOptions(
+            default_pixel=settings.tiktok_pixel_code,
+            phone_region=settings.phone_region or None,
+            consent_default=settings.consent_default,
+            max_age_s=settings.max_event_age,
+            test_event_code=settings.tiktok_test_event_code or None,
+        ),
+        backoff=backoff.BackoffPolicy(
+            initial_s=settings.backoff_initial,
+            cap_s=settings.backoff_max,
+            retry_after_cap_s=settings.retry_after_max,
+        ),
+        max_events=settings.batch_max_events,
+        max_bytes=settings.batch_max_bytes,
+        poll_interval_s=settings.poll_interval,
+        lease_s=settings.lease,
+        shutdown_grace_s=settings.shutdown_grace,
+        unknown_code_max_attempts=settings.unknown_code_max_attempts,
+        ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
+    )
+
+
+@contextmanager
+def on_stop(callback: Callable[[], None]) -> Iterator[None]:
+    """Call *callback* on SIGTERM or SIGINT while the block runs, then restore the defaults.
+
+    The handlers only ask the worker to stop: asyncio runs them on the loop, between steps, so
+    the loop finishes its in-flight requests instead of being interrupted mid-write.
+    """
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, callback)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -> Totals:
+    """Run the daemon: migrate, check the database, deliver until stopped."""
+    log = structlog.get_logger("forwarder")
+    token = settings.access_token()
+    config = worker_config(settings)
+    if not settings.tiktok_pixel_code:
+        log.warning(
+            "no_default_pixel",
+            note="rows without pixel_code will be dead-lettered; set TIKTOK_PIXEL_CODE",
+        )
+    store = await open_store(settings.database_url)
+    try:
+        if migrate:
+            applied = await store.migrate()
+            if applied:
+                log.info("migrated", applied=applied)
+        await store.ping()
+        metrics = Metrics()
+        pacer = Pacer(
+            max_limit=settings.concurrency,
+            throttle_max_s=settings.throttle_max_pause,
+            probe_max_s=settings.pause_probe_max,
+            retry_after_max_s=settings.retry_after_max,
+            rng=random.Random(),
+        )
+        connector = aiohttp.TCPConnector(limit=settings.concurrency * 2)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            sender = TikTokClient(session, settings.tiktok_api_url, token, settings.request_timeout)
+            worker = Worker(store, sender, config, pacer, metrics, owner=lease_owner(), drain=once)
+            health = Health(
+                metrics,
+                store,
+                last_tick=lambda: worker.last_tick,
+                paused_reason=lambda: pacer.paused_reason,
+                stale_after_s=max(30.0, 3 * settings.request_timeout),
+            )
+            runner = await _serve(health, settings.http_addr, log)
+            try:
+                with on_stop(worker.stop):
+                    return await worker.run()
+            finally:
+                await runner.cleanup()
+    finally:
+        await store.close()
+
+
+async def _serve(
+    health: Health, addr: str, log: structlog.typing.FilteringBoundLogger
+) -> web.AppRunner:
+    try:
+        runner = await serve(health, addr)
+    except OSError as error:
+        raise ConfigError(f"FORWARDER_HTTP_ADDR {addr}: cannot listen: {error.strerror}") from None
+    log.info("http_listening", addr=addr, paths=["/metrics", "/healthz", "/readyz"])
+    return runner

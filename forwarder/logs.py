@@ -1,0 +1,48 @@
+"""Structured logs: JSON lines under a service manager, readable text on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TextIO
+
+import structlog
+
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Send structlog events to *stream* (stderr) as JSON or as console text.
+
+    ``auto`` picks console text on a terminal and JSON otherwise (systemd's journal, pipes, CI).
+    Events carry counts, codes and TikTok's request_id; callers never pass the token or a raw
+    identifier, and nothing here adds one.
+    """
+    out = stream or sys.stderr
+    use_json = fmt == "json" or (
+        fmt == "auto" and not (out.isatty() and "JOURNAL_STREAM" not in os.environ)
+    )
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    structlog.contextvars.bind_contextvars(service="forwarder")

@@ -1,0 +1,181 @@
+"""Every Prometheus metric the daemon exports, defined once, on the daemon's own registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from forwarder import __version__
+
+#: tiktok-events-api.md §8.1 and §8.3, plus the legacy names TikTok still accepts (§8.2).
+#: Any other event name is counted as ``custom``: labels come only from closed sets.
+STANDARD_EVENTS = frozenset(
+    [
+        "AddPaymentInfo",
+        "AddToCart",
+        "AddToWishlist",
+        "ApplicationApproval",
+        "CompleteRegistration",
+        "Contact",
+        "CustomizeProduct",
+        "Download",
+        "FindLocation",
+        "InitiateCheckout",
+        "Lead",
+        "Purchase",
+        "Schedule",
+        "Search",
+        "StartTrial",
+        "SubmitApplication",
+        "Subscribe",
+        "ViewContent",
+        "CompletePayment",
+        "SubmitForm",
+        "PlaceAnOrder",
+        "ClickButton",
+        "AchieveLevel",
+        "Checkout",
+        "CompleteTutorial",
+        "CreateGroup",
+        "CreateRole",
+        "GenerateLead",
+        "InAppADClick",
+        "InAppADImpr",
+        "InstallApp",
+        "JoinGroup",
+        "LaunchAPP",
+        "LoanApplication",
+        "LoanApproval",
+        "LoanDisbursal",
+        "Login",
+        "Rate",
+        "Registration",
+        "SpendCredits",
+        "UnlockAchievement",
+    ]
+)
+
+#: Codes reported as their own label value; any other is ``other``.
+KNOWN_CODES = frozenset(
+    [
+        "0",
+        "20001",
+        "40000",
+        "40001",
+        "40002",
+        "40006",
+        "40016",
+        "40061",
+        "40062",
+        "40063",
+        "40100",
+        "40101",
+        "40102",
+        "40104",
+        "40105",
+        "40132",
+        "40133",
+        "50000",
+        "50002",
+        "60001",
+        "61000",
+        "timeout",
+        "connection",
+        "bad_body",
+        "http_429",
+        "http_500",
+        "http_502",
+        "http_503",
+        "http_504",
+    ]
+)
+
+MATCH_KEYS = ("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent")
+
+
+def event_label(name: str) -> str:
+    """Return *name* if it is a standard TikTok event, else ``custom``."""
+    return name if name in STANDARD_EVENTS else "custom"
+
+
+def code_label(code: str) -> str:
+    """Return *code* if it is in the bounded set, else ``other``."""
+    return code if code in KNOWN_CODES else "other"
+
+
+class Metrics:
+    """The daemon's metrics; a fresh instance (and registry) per daemon or test."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.delivered = Counter(
+            "forwarder_events_delivered", "Events TikTok accepted.", ["event"], registry=r
+        )
+        self.retried = Counter(
+            "forwarder_events_retried",
+            "Events put back to pending for a later attempt, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.dead = Counter(
+            "forwarder_events_dead", "Events dead-lettered, by reason.", ["reason"], registry=r
+        )
+        self.responses = Counter(
+            "forwarder_tiktok_responses",
+            "Answers to requests, by TikTok code (bounded) and verdict.",
+            ["code", "outcome"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "forwarder_request_duration_seconds",
+            "Time from sending a request to TikTok's answer.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "forwarder_batch_size_events",
+            "Events per request.",
+            buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
+            registry=r,
+        )
+        self.latency_seconds = Histogram(
+            "forwarder_delivery_latency_seconds",
+            "Time from the row's insert to TikTok accepting it.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "forwarder_outbox_events", "Rows in the outbox, by status.", ["status"], registry=r
+        )
+        self.oldest_pending = Gauge(
+            "forwarder_oldest_pending_age_seconds",
+            "Age of the oldest pending event (0 when none).",
+            registry=r,
+        )
+        self.paused = Gauge(
+            "forwarder_destination_paused",
+            "1 while delivery is paused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "forwarder_requests_in_flight", "Requests waiting for TikTok.", registry=r
+        )
+        self.concurrency_limit = Gauge(
+            "forwarder_concurrency_limit", "Requests allowed in flight now.", registry=r
+        )
+        self.rescued = Counter(
+            "forwarder_leases_rescued",
+            "Rows returned to pending after a lease expired.",
+            registry=r,
+        )
+        self.match_keys = Counter(
+            "forwarder_match_keys",
+            "Delivered events carrying each match key.",
+            ["key"],
+            registry=r,
+        )
+        self.build = Info("forwarder_build", "Version of the running daemon.", registry=r)
+        self.build.info({"version": __version__})
+        for key in MATCH_KEYS:
+            self.match_keys.labels(key)

@@ -1,0 +1,125 @@
+"""How fast the daemon may talk to TikTok right now: concurrency, throttling and pauses.
+
+Pure state: the worker passes the time in and asks how many requests it may start. TikTok's
+rate limit is per token (tiktok-events-api.md §3.4), so one Pacer governs every request.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from forwarder.backoff import probe_interval_s
+
+THROTTLE_INITIAL_S = 1.0  # the first pause after a rate-limit answer
+PROBE_INITIAL_S = 1.0  # the first probe after a credential failure
+SUCCESSES_PER_STEP = 8  # accepted requests before the concurrency limit grows by one
+
+
+@dataclass
+class Pacer:
+    """Additive-increase, multiplicative-decrease concurrency with throttle and pause states.
+
+    - A rate-limit answer halves the limit and holds every request back for a growing,
+      jittered pause (a server's Retry-After wins, capped).
+    - A credential answer pauses the destination: one probe request at a growing interval,
+      capped, until TikTok accepts again.
+    - Accepted answers clear both and grow the limit back, one step per few successes.
+    """
+
+    max_limit: int
+    throttle_max_s: float
+    probe_max_s: float
+    retry_after_max_s: float
+    rng: random.Random = field(default_factory=random.Random)
+    limit: int = 0
+    in_flight: int = 0
+    throttled_until: float = 0.0
+    throttle_streak: int = 0
+    paused_reason: str | None = None
+    paused_since: float = 0.0
+    probe_at: float = 0.0
+    probe_failures: int = 0
+    successes: int = 0
+    ambiguous_streak: int = 0
+
+    def __post_init__(self) -> None:
+        self.limit = self.limit or self.max_limit
+
+    @property
+    def paused(self) -> bool:
+        """Whether credentials or configuration stopped delivery."""
+        return self.paused_reason is not None
+
+    def slots(self, now: float) -> int:
+        """How many more requests may start now (a paused destination allows one probe)."""
+        if now < self.throttled_until:
+            return 0
+        if self.paused:
+            return 1 if now >= self.probe_at and self.in_flight == 0 else 0
+        return max(0, self.limit - self.in_flight)
+
+    def resume_at(self, now: float) -> float:
+        """When held-back events become due again."""
+        if self.paused:
+            return max(now, self.probe_at, self.throttled_until)
+        return max(now, self.throttled_until)
+
+    def started(self) -> None:
+        """Count a request in flight."""
+        self.in_flight += 1
+
+    def finished(self) -> None:
+        """Count a request done, whatever its answer."""
+        self.in_flight = max(0, self.in_flight - 1)
+
+    def on_accepted(self) -> bool:
+        """Record an accepted request; return True if it ended a pause."""
+        resumed = self.paused
+        self.paused_reason, self.probe_failures = None, 0
+        self.throttle_streak = self.ambiguous_streak = 0
+        self.successes += 1
+        if self.successes >= SUCCESSES_PER_STEP and self.limit < self.max_limit:
+            self.limit += 1
+            self.successes = 0
+        return resumed
+
+    def on_throttle(self, now: float, retry_after_s: float | None) -> float:
+        """Record a rate-limit answer; return when requests may start again."""
+        self.throttle_streak += 1
+        self.successes = 0
+        self.limit = max(1, self.limit // 2)
+        ceiling = min(
+            self.throttle_max_s, THROTTLE_INITIAL_S * 2 ** min(self.throttle_streak - 1, 30)
+        )
+        pause = self.rng.uniform(ceiling / 2, ceiling)
+        if retry_after_s:
+            pause = max(pause, min(retry_after_s, self.retry_after_max_s))
+        self.throttled_until = max(self.throttled_until, now + pause)
+        return self.throttled_until
+
+    def on_pause(self, now: float, reason: str) -> float:
+        """Record a credential or configuration failure; return the next probe time."""
+        if not self.paused:
+            self.paused_since = now
+        self.paused_reason = reason
+        self.probe_failures += 1
+        self.probe_at = now + probe_interval_s(
+            self.probe_failures, PROBE_INITIAL_S, self.probe_max_s
+        )
+        return self.probe_at
+
+    def on_ambiguous(self, now: float, code: str, max_answers: int) -> bool:
+        """Record a 40101/40102 answer; after *max_answers* in a row, pause and return True."""
+        self.ambiguous_streak += 1
+        if self.ambiguous_streak < max_answers:
+            return False
+        self.on_pause(now, f"ambiguous_{code}")
+        return True
+
+    def wait_s(self, now: float, idle_s: float) -> float:
+        """How long the loop may sleep before the pacer could allow a request."""
+        until = self.throttled_until
+        if self.paused:
+            until = max(until, self.probe_at)
+        return max(0.0, min(idle_s, until - now)) if until > now else idle_s

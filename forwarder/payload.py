@@ -1,0 +1,485 @@
+"""Turn one outbox row into one TikTok event: validate, normalise, hash, apply consent."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import phonenumbers
+
+from forwarder.events import OutboxRow
+
+#: The closed set of ``Refused.code`` values.
+MALFORMED = "malformed"
+TOO_OLD = "too_old"
+
+GRANTED = "granted"
+DENIED = "denied"
+
+#: tiktok-events-api.md §2.1: the ``event_source`` values TikTok accepts.
+EVENT_SOURCES = ("web", "app", "offline", "crm")
+DEFAULT_EVENT_SOURCE = "web"
+
+#: DESIGN.md §2: the keys an application may put in ``payload``.
+PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
+#: §2.2: objects passed through to TikTok as given, in the order they are sent.
+_OBJECT_KEYS = ("properties", "page", "app", "ad", "lead")
+
+#: §2.3 and §6: identifiers hashed with SHA-256 and sent as a list of hashes.
+HASHED_LIST_KEYS = ("email", "phone", "external_id")
+#: §2.3 and §6: identifiers hashed with SHA-256 and sent as one hash.
+HASHED_SCALAR_KEYS = ("first_name", "last_name", "zip_code")
+#: §2.3 and §6 "Never hash": sent as the application gave them.
+PLAIN_KEYS = (
+    "ttclid",
+    "ttp",
+    "ip",
+    "user_agent",
+    "locale",
+    "idfv",
+    "att_status",
+    "city",
+    "state",
+    "country",
+    "idfa",
+    "gaid",
+)
+USER_KEYS = HASHED_LIST_KEYS + HASHED_SCALAR_KEYS + PLAIN_KEYS
+#: The user keys reported in ``Built.match_keys`` (match-key coverage for the marketer).
+MATCH_KEYS = frozenset(("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent"))
+#: DESIGN.md §2: what ``ad_user_data: denied`` keeps on this machine.
+PERSONAL_KEYS = frozenset(HASHED_LIST_KEYS + HASHED_SCALAR_KEYS + ("idfa", "gaid"))
+CONSENT_KEYS = ("ad_user_data", "ad_personalization")
+
+_PAYLOAD_KEY_SET = frozenset(PAYLOAD_KEYS)
+_USER_KEY_SET = frozenset(USER_KEYS)
+_HASHED_LIST_SET = frozenset(HASHED_LIST_KEYS)
+_HASHED_SCALAR_SET = frozenset(HASHED_SCALAR_KEYS)
+_CONSENT_KEY_SET = frozenset(CONSENT_KEYS)
+_CONSENT_VALUES = frozenset((GRANTED, DENIED))
+_EVENT_SOURCE_SET = frozenset(EVENT_SOURCES)
+_NO_MATCH_KEYS: frozenset[str] = frozenset()
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+#: §6: E.164 with the leading "+", no leading 0 after it, at most 15 digits.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_PHONE_PUNCTUATION = str.maketrans("", "", " -().")
+#: Key names quoted back in a reason; anything else might be personal data and is not shown.
+_FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_TYPE_NAMES: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "string",
+    list: "list",
+    dict: "object",
+    bytes: "bytes",
+}
+_DAY = 86400.0
+_CLAMP_WARNING_S = 60.0  # seconds in the future before a clamp is worth a warning
+_MILLISECONDS_HINT = 100_000_000_000  # an event_time this large is likely milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class BuildOptions:
+    """The settings that shape every event."""
+
+    default_pixel: str  # used when row.pixel_code is None or ""
+    phone_region: str | None  # ISO 3166 alpha-2 for national numbers; None: international only
+    consent_default: str  # "granted" or "denied", for both keys when payload has no consent
+    max_age_s: float  # events older than this (by event_time) are refused
+    test_event_code: str | None  # used when row.test_event_code is None/""; None/"": real traffic
+
+    def __post_init__(self) -> None:
+        if self.consent_default not in _CONSENT_VALUES:
+            raise ValueError(
+                f"consent_default must be 'granted' or 'denied', got {self.consent_default!r}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """What one request to TikTok is keyed by (§2.1): events for different ones never mix."""
+
+    event_source: str
+    pixel: str
+    test_event_code: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """An event ready to send: one element of TikTok's ``data[]`` array."""
+
+    row_id: int
+    destination: Destination
+    event: dict[str, Any]
+    match_keys: frozenset[str]  # among MATCH_KEYS, present in the sent user object
+    warnings: tuple[str, ...]  # human-readable, never holding a raw identifier value
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A row that must not be sent; *reason* names the field and never holds its value."""
+
+    row_id: int
+    code: str  # MALFORMED or TOO_OLD
+    reason: str
+
+
+class _Malformed(Exception):
+    """The row cannot be sent as written; the message is the Refused reason."""
+
+
+def sha256_hex(value: str) -> str:
+    """Return the lower-case hex SHA-256 of *value* encoded as UTF-8."""
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def normalize_email(raw: str) -> str | None:
+    """Trim and lower-case an email (§6); return None when it is not an address."""
+    email = raw.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return email
+
+
+def normalize_phone(raw: str, region: str | None) -> str | None:
+    """Return *raw* in E.164 with its leading "+" (§6), or None when it cannot be parsed."""
+    # Fast path: already international once the usual punctuation is gone. A "(0)" is a trunk
+    # prefix ("+44 (0)20 ..."); keeping its 0 would break §6's "no leading 0", so parse those.
+    if "(0)" not in raw:
+        compact = raw.translate(_PHONE_PUNCTUATION)
+        if _E164.fullmatch(compact):
+            return compact
+    # §6: TikTok recommends libphonenumber for everything else.
+    try:
+        number = phonenumbers.parse(raw, region.upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+def _normalize_external_id(raw: str, region: str | None) -> str | None:
+    # §6: hashed as given, no lowercasing or trimming; a blank id identifies nobody.
+    return raw if raw.strip() else None
+
+
+def _normalize_name(raw: str, region: str | None) -> str | None:
+    # §6 (from S3/S4/S5): trim and lower-case.
+    return raw.strip().lower() or None
+
+
+def _normalize_zip(raw: str, region: str | None) -> str | None:
+    # §6 (from S4): trim, lower-case, remove spaces and dashes.
+    return raw.strip().lower().replace(" ", "").replace("-", "") or None
+
+
+def _normalize_email(raw: str, region: str | None) -> str | None:
+    return normalize_email(raw)
+
+
+_NORMALIZERS: dict[str, Callable[[str, str | None], str | None]] = {
+    "email": _normalize_email,
+    "phone": normalize_phone,
+    "external_id": _normalize_external_id,
+    "first_name": _normalize_name,
+    "last_name": _normalize_name,
+    "zip_code": _normalize_zip,
+}
+
+
+def hash_identifier(kind: str, raw: str, region: str | None) -> str | None:
+    """Normalise and hash one identifier as TikTok specifies (§6); None means drop it.
+
+    A value that already is 64 hex characters (after trimming) is taken as a SHA-256 hash and
+    passes through lower-cased, as Segment and Stape do (§6).
+    """
+    normalizer = _NORMALIZERS.get(kind)
+    if normalizer is None:
+        raise ValueError(
+            f"unknown identifier kind {kind!r}; expected one of {', '.join(_NORMALIZERS)}"
+        )
+    stripped = raw.strip()
+    if len(stripped) == 64 and _HEX64.fullmatch(stripped):
+        return stripped.lower()
+    normalized = normalizer(raw, region)
+    return None if normalized is None else sha256_hex(normalized)
+
+
+def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
+    """Build the TikTok event for *row*, or say why it must not be sent."""
+    try:
+        return _build(row, opts, now)
+    except _Malformed as error:
+        return Refused(row.id, MALFORMED, str(error))
+
+
+def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
+    event_id = _required_text(row.event_id, "event_id")
+    event = _required_text(row.event, "event")  # §2.2: names are case-sensitive, kept as given
+    source = _optional_text(row.event_source, "event_source") or DEFAULT_EVENT_SOURCE
+    if source not in _EVENT_SOURCE_SET:
+        raise _Malformed(f"event_source must be one of {', '.join(EVENT_SOURCES)}")
+    pixel = _optional_text(row.pixel_code, "pixel_code") or opts.default_pixel.strip()
+    if not pixel:
+        raise _Malformed("no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code")
+    # §7.2: a test code sends the event to the Test Events tab instead of real traffic.
+    test_code = _optional_text(row.test_event_code, "test_event_code") or opts.test_event_code
+    warnings: list[str] = []
+    event_time = _event_time(row.event_time, row.created_at, now, warnings)
+    payload = _parse_payload(row.payload)
+    ad_user_data, ad_personalization = _consent(payload.get("consent"), opts.consent_default)
+
+    out: dict[str, Any] = {"event": event, "event_time": event_time, "event_id": event_id}
+    match_keys = _NO_MATCH_KEYS
+    user_value = payload.get("user")
+    if user_value is not None:
+        region = opts.phone_region or None
+        user = _user(user_value, region, ad_user_data == GRANTED, warnings)
+        if user:
+            out["user"] = user
+            match_keys = frozenset(key for key in user if key in MATCH_KEYS)
+    for key in _OBJECT_KEYS:
+        value = payload.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise _Malformed(f"payload.{key} must be an object, got {_type_name(value)}")
+        if key == "properties":
+            _check_properties(value)
+        out[key] = value
+    limited = payload.get("limited_data_use")
+    if limited is not None and not isinstance(limited, bool):
+        raise _Malformed(
+            f"payload.limited_data_use must be true or false, got {_type_name(limited)}"
+        )
+    if ad_personalization == DENIED:
+        limited = True  # §7.3: the sender flags limited data processing
+    if limited is not None:
+        out["limited_data_use"] = limited
+
+    age = now - event_time
+    if age > opts.max_age_s:
+        return Refused(
+            row.id,
+            TOO_OLD,
+            f"event_time is {_days(age)} days old, older than FORWARDER_MAX_EVENT_AGE "
+            f"({_days(opts.max_age_s)} days); TikTok would not attribute it",
+        )
+    return Built(
+        row_id=row.id,
+        destination=Destination(source, pixel, test_code or None),
+        event=out,
+        match_keys=match_keys,
+        warnings=tuple(warnings),
+        created_at=row.created_at,
+    )
+
+
+def _required_text(value: object, name: str) -> str:
+    if not isinstance(value, str):
+        raise _Malformed(f"{name} must be a non-empty string, got {_type_name(value)}")
+    text = value.strip()
+    if not text:
+        raise _Malformed(f"{name} must be a non-empty string, got an empty one")
+    return text
+
+
+def _optional_text(value: object, name: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _Malformed(f"{name} must be a string or NULL, got {_type_name(value)}")
+    return value.strip() or None
+
+
+def _event_time(value: object, created_at: float, now: float, warnings: list[str]) -> int:
+    # §2.2: integer Unix seconds; DESIGN.md §2: defaults to the insert time.
+    if value is None:
+        seconds = int(created_at)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Malformed(f"event_time must be an integer of Unix seconds, got {_type_name(value)}")
+    elif isinstance(value, float):
+        if not value.is_integer():
+            raise _Malformed("event_time must be whole Unix seconds, got a fractional number")
+        seconds = int(value)
+    else:
+        seconds = value
+    if seconds > now:
+        ahead = seconds - now
+        if ahead > _CLAMP_WARNING_S:
+            hint = " (it looks like milliseconds)" if seconds >= _MILLISECONDS_HINT else ""
+            warnings.append(f"event_time was {ahead:.0f} s in the future{hint}; sent as now")
+        seconds = int(now)
+    return seconds
+
+
+def _parse_payload(raw: object) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, str | bytes | bytearray | memoryview):
+        raise _Malformed(f"payload must be JSON text, got {_type_name(raw)}")
+    if len(raw) == 0:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise _Malformed(
+            f"payload is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        ) from None
+    if not isinstance(data, dict):
+        raise _Malformed(f"payload must be a JSON object, got {_type_name(data)}")
+    for key in data:
+        if key not in _PAYLOAD_KEY_SET:
+            # An unknown key could carry raw personal data to TikTok, so it is refused.
+            raise _Malformed(f"payload has {_unknown_key(key)}; allowed: {', '.join(PAYLOAD_KEYS)}")
+    return data
+
+
+def _consent(value: object, default: str) -> tuple[str, str]:
+    # DESIGN.md §2 and tiktok-events-api.md §7.3: the 2.0 schema has no consent field, so
+    # consent is applied here and the object itself is never sent.
+    if value is None:
+        return default, default
+    if not isinstance(value, dict):
+        raise _Malformed(f"payload.consent must be an object, got {_type_name(value)}")
+    for key, given in value.items():
+        if key not in _CONSENT_KEY_SET:
+            raise _Malformed(
+                f"payload.consent has {_unknown_key(key)}; allowed: {', '.join(CONSENT_KEYS)}"
+            )
+        if given is not None and (not isinstance(given, str) or given not in _CONSENT_VALUES):
+            raise _Malformed(f"payload.consent.{key} must be 'granted' or 'denied'")
+    return value.get("ad_user_data") or default, value.get("ad_personalization") or default
+
+
+def _user(value: object, region: str | None, personal: bool, warnings: list[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Malformed(f"payload.user must be an object, got {_type_name(value)}")
+    for key in value:
+        if key not in _USER_KEY_SET:
+            # Privacy: an unknown key could hold raw personal data, so it is never forwarded.
+            raise _Malformed(
+                f"payload.user has {_unknown_key(key)}; allowed: {', '.join(USER_KEYS)}"
+            )
+    user: dict[str, Any] = {}
+    for key, given in value.items():
+        if given is None:
+            continue
+        if key in _HASHED_LIST_SET:
+            items = _string_list(given, key)
+            if not personal:
+                continue
+            hashes = _hash_list(key, given, items, region, warnings)
+            if hashes:
+                user[key] = hashes  # §2.3 / §6: sent as a list of hashes
+        elif key in _HASHED_SCALAR_SET:
+            if not isinstance(given, str):
+                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
+            if not personal:
+                continue
+            hashed = hash_identifier(key, given, region)
+            if hashed is None:
+                warnings.append(f"user.{key} dropped: empty")
+            else:
+                user[key] = hashed
+        else:
+            if not isinstance(given, str):
+                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
+            if not personal and key in PERSONAL_KEYS:
+                continue
+            if not given.strip():
+                warnings.append(f"user.{key} dropped: empty")
+                continue
+            user[key] = given  # §6 "Never hash": sent as given
+    return user
+
+
+def _string_list(value: object, key: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list):
+        raise _Malformed(
+            f"payload.user.{key} must be a string or a list of strings, got {_type_name(value)}"
+        )
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _Malformed(
+                f"payload.user.{key}[{index}] must be a string, got {_type_name(item)}"
+            )
+    return value
+
+
+def _hash_list(
+    key: str, given: object, items: list[str], region: str | None, warnings: list[str]
+) -> list[str]:
+    hashes: list[str] = []
+    for index, raw in enumerate(items):
+        hashed = hash_identifier(key, raw, region) if raw.strip() else None
+        if hashed is None:
+            where = f"user.{key}" if isinstance(given, str) else f"user.{key}[{index}]"
+            warnings.append(f"{where} dropped: {_why_invalid(key, raw, region)}")
+        elif hashed not in hashes:
+            hashes.append(hashed)
+    return hashes
+
+
+def _why_invalid(key: str, raw: str, region: str | None) -> str:
+    if not raw.strip():
+        return "empty"
+    if key == "email":
+        return "not an email address"
+    if key == "phone":
+        if region:
+            return f"not a valid phone number for region {region}"
+        return "not a valid international phone number (+ and country code; no region is set)"
+    return "empty"
+
+
+def _check_properties(properties: dict[str, Any]) -> None:
+    # §2.4: value is a plain number; contents items carry content_id as a string (40002 if not).
+    if "value" in properties:
+        value = properties["value"]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Malformed(f"payload.properties.value must be a number, got {_type_name(value)}")
+    if "contents" in properties:
+        contents = properties["contents"]
+        if not isinstance(contents, list):
+            raise _Malformed(
+                f"payload.properties.contents must be a list of objects, got {_type_name(contents)}"
+            )
+        for index, item in enumerate(contents):
+            if not isinstance(item, dict):
+                raise _Malformed(
+                    f"payload.properties.contents[{index}] must be an object, "
+                    f"got {_type_name(item)}"
+                )
+            if "content_id" in item and not isinstance(item["content_id"], str):
+                raise _Malformed(
+                    f"payload.properties.contents[{index}].content_id must be a string "
+                    f"(TikTok rejects numbers), got {_type_name(item['content_id'])}"
+                )
+
+
+def _unknown_key(key: str) -> str:
+    if _FIELD_NAME.fullmatch(key):
+        return f"unknown key {key!r}"
+    return "an unknown key (not shown: it does not look like a field name)"
+
+
+def _type_name(value: object) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _days(seconds: float) -> str:
+    return f"{round(seconds / _DAY, 1):g}"

@@ -1,0 +1,34 @@
+"""Open the outbox store a database URL names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from forwarder.errors import ConfigError
+from forwarder.store.base import OutboxStore
+
+
+def sqlite_path(url: str) -> Path:
+    """Return the file of a ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(
+            f"FORWARDER_DATABASE_URL {url!r} is not sqlite:///relative.db, "
+            "sqlite:////absolute/path.db or postgresql://user:password@host:port/db"
+        )
+    return Path(url[len(prefix) :])
+
+
+async def open_store(url: str, *, busy_timeout_ms: int = 5000) -> OutboxStore:
+    """Connect to the database *url* names; the backend is chosen by the scheme."""
+    if url.startswith("sqlite:"):
+        # Imported lazily so a deployment loads only its own database driver.
+        from forwarder.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        return await SQLiteStore.open(sqlite_path(url), busy_timeout_ms=busy_timeout_ms)
+    if url.startswith(("postgresql:", "postgres:")):
+        raise ConfigError("PostgreSQL support is not built yet; use a sqlite:/// URL")
+    raise ConfigError(
+        "FORWARDER_DATABASE_URL must start with sqlite:/// or postgresql://, "
+        f"got scheme {url.split(':', 1)[0]!r}"
+    )

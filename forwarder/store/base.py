@@ -1,0 +1,135 @@
+"""The outbox store interface the worker and the commands use, whatever the database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from forwarder.events import OutboxRow
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Put one claimed row back to pending, due again at *next_attempt_at* (Unix seconds)."""
+
+    row_id: int
+    next_attempt_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """Dead-letter one claimed row with a stored code and a reason a person can act on."""
+
+    row_id: int
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """One event to insert, as an application would (used by `forwarder enqueue`)."""
+
+    event_id: str
+    event: str
+    event_time: int | None = None
+    payload: str = "{}"
+    pixel_code: str = ""
+    event_source: str = "web"
+    test_event_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """What `forwarder status` shows."""
+
+    counts: dict[str, int]
+    oldest_pending_age_s: float | None
+    next_due_in_s: float | None
+    recent_codes: dict[str, int]
+    state: dict[str, Any] = field(default_factory=dict)
+
+
+class OutboxStore(Protocol):
+    """The outbox table, seen through the operations the daemon needs.
+
+    Every settling method takes the lease *owner* and touches only rows still ``inflight``
+    under that owner, so a row whose lease expired and was claimed again is never overwritten.
+    Each call is one transaction.
+    """
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; return their names."""
+        ...
+
+    async def claim(
+        self, limit: int, owner: str, now: float, lease_until: float
+    ) -> list[OutboxRow]:
+        """Lease up to *limit* due pending rows, oldest due first."""
+        ...
+
+    async def mark_sent(
+        self, ids: Sequence[int], owner: str, code: str, request_id: str | None, now: float
+    ) -> int:
+        """Mark rows sent (TikTok accepted them); count an attempt; return how many changed."""
+        ...
+
+    async def reschedule(
+        self,
+        retries: Sequence[Retry],
+        owner: str,
+        code: str,
+        message: str,
+        request_id: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> int:
+        """Return rows to pending with their next attempt times and the failure on record."""
+        ...
+
+    async def mark_dead(
+        self,
+        dead: Sequence[Dead],
+        owner: str,
+        request_id: str | None,
+        count_attempt: bool,
+        now: float,
+    ) -> int:
+        """Dead-letter rows with their codes and reasons."""
+        ...
+
+    async def release(self, ids: Sequence[int], owner: str, now: float) -> int:
+        """Return leased rows to pending untouched (shutdown): no attempt, no delay."""
+        ...
+
+    async def extend_lease(self, ids: Sequence[int], owner: str, lease_until: float) -> int:
+        """Push the lease of rows still being worked on."""
+        ...
+
+    async def rescue_expired(self, now: float) -> int:
+        """Return rows whose lease ran out (their daemon died) to pending."""
+        ...
+
+    async def next_due_at(self) -> float | None:
+        """The earliest next_attempt_at among pending rows, or None when none is pending."""
+        ...
+
+    async def insert(self, event: NewEvent) -> tuple[int, bool]:
+        """Insert one event; return its row id and whether it was new (False: a duplicate)."""
+        ...
+
+    async def summary(self, now: float) -> Summary:
+        """Counts by status, lag and recent failure codes."""
+        ...
+
+    async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:
+        """Record a piece of daemon state other processes read."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection."""
+        ...

@@ -1,0 +1,497 @@
+"""The delivery loop: claim due rows, build and batch them, send, classify, settle.
+
+The worker sees the store and the sender only through their interfaces. Every claimed row
+leaves ``inflight`` exactly once, through one of: sent, rescheduled, dead, or released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from forwarder import backoff, payload
+from forwarder.batching import Batch, make_batches
+from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
+from forwarder.errors import StoreError, TransportError
+from forwarder.events import OutboxRow
+from forwarder.metrics import Metrics, code_label, event_label
+from forwarder.pacing import Pacer
+from forwarder.store.base import Dead, OutboxStore, Retry
+
+STORE_RETRY_MAX_S = 30.0  # the longest wait between attempts to reach a failing database
+DRAIN_STORE_FAILURES = 5  # a drain run gives up after this many database failures in a row
+THROTTLE_SPREAD_S = 1.0  # rows held back by a throttle come due spread over this window
+
+
+class Sender(Protocol):
+    """Sends one request body to TikTok (forwarder.tiktok.TikTokClient)."""
+
+    async def send(self, body: bytes) -> ApiResponse:
+        """POST *body*; raise TransportError when no answer came."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What the worker needs from the settings."""
+
+    build: payload.BuildOptions
+    backoff: backoff.BackoffPolicy
+    max_events: int = 1000
+    max_bytes: int = 1_000_000
+    poll_interval_s: float = 0.2
+    lease_s: float = 60.0
+    shutdown_grace_s: float = 10.0
+    unknown_code_max_attempts: int = 5
+    ambiguous_code_max_answers: int = 3
+
+
+@dataclass
+class Totals:
+    """What one run did, in events."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    rescued: int = 0
+    requests: int = 0
+    paused_reason: str | None = None
+
+
+class Worker:
+    """Deliver the outbox to TikTok until stopped (or, with *drain*, until nothing is due)."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        sender: Sender,
+        config: WorkerConfig,
+        pacer: Pacer,
+        metrics: Metrics,
+        *,
+        owner: str,
+        drain: bool = False,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.sender = sender
+        self.config = config
+        self.pacer = pacer
+        self.metrics = metrics
+        self.owner = owner
+        self.drain = drain
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.totals = Totals()
+        #: Wall-clock time of the loop's last pass; /healthz reads it.
+        self.last_tick = 0.0
+        self._log = structlog.get_logger("forwarder.worker")
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._queued = 0  # batches waiting for a free request slot
+        self._leased: dict[int, OutboxRow] = {}
+        self._next_rescue = 0.0
+        self._was_paused: str | None = pacer.paused_reason  # what was last published
+
+    def stop(self) -> None:
+        """Stop claiming; in-flight requests finish within the grace period."""
+        if not self._stopping.is_set():
+            self._log.info("worker_stopping", in_flight=self.pacer.in_flight)
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> Totals:
+        """Run the loop until stop() (or, draining, until nothing is due); then shut down."""
+        self._log.info("worker_started", owner=self.owner, drain=self.drain)
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                self.last_tick = self.clock()
+                try:
+                    progressed = await self._tick()
+                    failures = 0
+                except StoreError as error:
+                    failures += 1
+                    wait = min(STORE_RETRY_MAX_S, 0.1 * 2 ** min(failures, 10))
+                    self._log.error("store_failed", error=str(error), retry_in_s=round(wait, 2))
+                    if self.drain and failures >= DRAIN_STORE_FAILURES:
+                        raise
+                    await self._sleep(wait)
+                    continue
+                if progressed:
+                    continue
+                if self.drain and not self._tasks:
+                    break
+                await self._sleep(self.pacer.wait_s(self.clock(), self.config.poll_interval_s))
+        finally:
+            await self._shutdown()
+        self.totals.paused_reason = self.pacer.paused_reason
+        return self.totals
+
+    async def _tick(self) -> bool:
+        """Rescue expired leases, then claim what free request slots can carry."""
+        now = self.clock()
+        if now >= self._next_rescue:
+            self._next_rescue = now + self.config.lease_s / 4
+            rescued = await self.store.rescue_expired(now)
+            if rescued:
+                self.totals.rescued += rescued
+                self.metrics.rescued.inc(rescued)
+                self._log.warning("leases_rescued", rows=rescued)
+        free = self.pacer.slots(now) - self._queued
+        if free <= 0:
+            return False
+        limit = 1 if self.pacer.paused else free * self.config.max_events
+        rows = await self.store.claim(limit, self.owner, now, now + self.config.lease_s)
+        if not rows:
+            return False
+        await self._dispatch(rows, now)
+        return True
+
+    async def _dispatch(self, rows: Sequence[OutboxRow], now: float) -> None:
+        """Build events, dead-letter the refused ones, and start a task per batch."""
+        for row in rows:
+            self._leased[row.id] = row
+        built: list[payload.Built] = []
+        dead: list[Dead] = []
+        for row in rows:
+            result = payload.build(row, self.config.build, now)
+            if isinstance(result, payload.Refused):
+                dead.append(Dead(result.row_id, result.code, result.reason))
+                continue
+            if result.warnings:
+                self._log.warning("event_warnings", row_id=row.id, warnings=list(result.warnings))
+            built.append(result)
+        batches, oversize = make_batches(built, self.config.max_events, self.config.max_bytes)
+        dead.extend(
+            Dead(
+                item.built.row_id,
+                "oversize",
+                f"the event is {len(item.data)} bytes, more than one request may carry "
+                f"(FORWARDER_BATCH_MAX_BYTES={self.config.max_bytes})",
+            )
+            for item in oversize
+        )
+        if dead:
+            await self._dead(dead, None, count_attempt=False, now=now)
+        for batch in batches:
+            self._queued += 1
+            task = asyncio.create_task(self._deliver(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self._log.error("delivery_task_failed", error=f"{type(error).__name__}: {error}")
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait until *seconds* pass, a task finishes, or stop() is called."""
+        self._wake.clear()
+        if seconds <= 0 or self._stopping.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Send *batch*, then every sub-batch a rejection leaves to resend."""
+        queue = [batch]
+        queued = True
+        try:
+            while queue:
+                current = queue.pop()
+                if not await self._acquire(current):
+                    continue
+                if queued:
+                    queued, self._queued = False, self._queued - 1
+                outcome = await self._send(current)
+                await self._settle(current, outcome, queue)
+        finally:
+            if queued:
+                self._queued -= 1
+
+    async def _acquire(self, batch: Batch) -> bool:
+        """Take a request slot; on stop, throttle or pause give the rows back instead."""
+        while True:
+            now = self.clock()
+            if self._stopping.is_set():
+                await self._release(batch.row_ids(), now)
+                return False
+            if self.pacer.slots(now) > 0:
+                self.pacer.started()
+                self.metrics.in_flight.set(self.pacer.in_flight)
+                return True
+            if self.pacer.paused or now < self.pacer.throttled_until:
+                at = self.pacer.resume_at(now)
+                retries = [
+                    Retry(i, at + self.rng.uniform(0, THROTTLE_SPREAD_S)) for i in batch.row_ids()
+                ]
+                await self._reschedule(
+                    retries,
+                    "held",
+                    "held back while the destination is paused or throttled",
+                    None,
+                    False,
+                    now,
+                    "held",
+                )
+                return False
+            await self._sleep(self.config.poll_interval_s)
+
+    async def _send(self, batch: Batch) -> Outcome:
+        """POST one batch and classify TikTok's answer."""
+        started = time.perf_counter()
+        self.metrics.batch_events.observe(len(batch.items))
+        try:
+            response = await self.sender.send(batch.body())
+            outcome = classify(response, self.clock())
+        except TransportError as error:
+            outcome = classify_transport(error)
+        finally:
+            self.pacer.finished()
+            self.metrics.in_flight.set(self.pacer.in_flight)
+            self._wake.set()
+        self.totals.requests += 1
+        self.metrics.request_seconds.observe(time.perf_counter() - started)
+        self.metrics.responses.labels(code_label(outcome.code), outcome.verdict.value).inc()
+        return outcome
+
+    async def _settle(self, batch: Batch, outcome: Outcome, queue: list[Batch]) -> None:
+        """Write the outcome of one request to its rows, in one transaction."""
+        now = self.clock()
+        ids = batch.row_ids()
+        log = self._log.bind(
+            request_id=outcome.request_id,
+            code=outcome.code,
+            events=len(ids),
+            pixel=batch.destination.pixel,
+        )
+        verdict = outcome.verdict
+        if verdict is Verdict.AMBIGUOUS:
+            if self.pacer.on_ambiguous(now, outcome.code, self.config.ambiguous_code_max_answers):
+                verdict = Verdict.PAUSE
+            else:
+                verdict = Verdict.RETRY
+        if verdict is Verdict.ACCEPTED:
+            await self._accepted(batch, outcome, now, log)
+        elif verdict is Verdict.THROTTLE:
+            until = self.pacer.on_throttle(now, outcome.retry_after_s)
+            self.metrics.concurrency_limit.set(self.pacer.limit)
+            log.warning(
+                "tiktok_throttled",
+                message=outcome.message,
+                resume_in_s=round(until - now, 2),
+                concurrency_limit=self.pacer.limit,
+            )
+            retries = [Retry(i, until + self.rng.uniform(0, THROTTLE_SPREAD_S)) for i in ids]
+            await self._reschedule(
+                retries, outcome.code, outcome.message, outcome.request_id, False, now, "throttle"
+            )
+        elif verdict is Verdict.PAUSE:
+            probe_at = (
+                self.pacer.probe_at
+                if outcome.verdict is Verdict.AMBIGUOUS  # on_ambiguous has just paused
+                else self.pacer.on_pause(now, outcome.code)
+            )
+            await self._paused_changed(now, outcome)
+            log.error(
+                "destination_paused",
+                reason=self.pacer.paused_reason,
+                message=outcome.message,
+                next_probe_in_s=round(probe_at - now, 2),
+            )
+            retries = [Retry(i, probe_at) for i in ids]
+            await self._reschedule(
+                retries, outcome.code, outcome.message, outcome.request_id, False, now, "pause"
+            )
+        elif verdict is Verdict.RETRY:
+            await self._retry(batch, outcome, now, log)
+        else:
+            await self._rejected(batch, outcome, queue, now, log)
+
+    async def _accepted(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        await self._store_call(
+            self.store.mark_sent(batch.row_ids(), self.owner, outcome.code, outcome.request_id, now)
+        )
+        for item in batch.items:
+            self._leased.pop(item.built.row_id, None)
+            self.metrics.delivered.labels(event_label(item.built.event["event"])).inc()
+            self.metrics.latency_seconds.observe(max(0.0, now - item.built.created_at))
+            for key in item.built.match_keys:
+                self.metrics.match_keys.labels(key).inc()
+        self.totals.delivered += len(batch.items)
+        if outcome.code != "0":
+            log.warning("tiktok_accepted_with_code", message=outcome.message)
+        else:
+            log.debug("batch_delivered")
+        if self.pacer.on_accepted():
+            log.info("destination_resumed")
+            await self._paused_changed(now, outcome)
+        self.metrics.concurrency_limit.set(self.pacer.limit)
+
+    async def _retry(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        retries: list[Retry] = []
+        dead: list[Dead] = []
+        for item in batch.items:
+            row = self._leased.get(item.built.row_id)
+            attempt = (row.attempts if row else 0) + 1
+            if outcome.bounded and attempt >= self.config.unknown_code_max_attempts:
+                reason = (
+                    f"TikTok answered code {outcome.code} {attempt} times, which forwarder "
+                    f"does not know: {outcome.message}"
+                )
+                dead.append(Dead(item.built.row_id, outcome.code, reason))
+                continue
+            delay = backoff.delay_s(attempt, self.config.backoff, self.rng, outcome.retry_after_s)
+            retries.append(Retry(item.built.row_id, now + delay))
+        log.warning("tiktok_retry", message=outcome.message, retrying=len(retries), dead=len(dead))
+        await self._reschedule(
+            retries, outcome.code, outcome.message, outcome.request_id, True, now, "retry"
+        )
+        if dead:
+            await self._dead(
+                dead, outcome.request_id, count_attempt=True, now=now, reason="unknown_code"
+            )
+
+    async def _rejected(
+        self, batch: Batch, outcome: Outcome, queue: list[Batch], now: float, log: Any
+    ) -> None:
+        """Dead-letter only the events TikTok refused; queue the rest to resend."""
+        reason = f"TikTok rejected the event (code {outcome.code}): {outcome.message}"
+        index = outcome.bad_index
+        if outcome.whole_request or len(batch.items) == 1:
+            bad, rest = list(batch.items), []
+        elif index is not None and 0 <= index < len(batch.items):
+            bad, rest = [batch.items[index]], [batch.without(index)]
+        else:
+            bad, rest = [], list(batch.halves())
+        log.warning(
+            "tiktok_rejected",
+            message=outcome.message,
+            dead=len(bad),
+            resending=sum(len(b.items) for b in rest),
+        )
+        if bad:
+            dead = [Dead(item.built.row_id, outcome.code, reason) for item in bad]
+            await self._dead(
+                dead, outcome.request_id, count_attempt=True, now=now, reason="rejected"
+            )
+        if rest:
+            ids = [i for b in rest for i in b.row_ids()]
+            await self._store_call(
+                self.store.extend_lease(ids, self.owner, now + self.config.lease_s)
+            )
+            queue.extend(rest)
+
+    async def _paused_changed(self, now: float, outcome: Outcome) -> None:
+        """Publish a pause or a resume: metrics and the state `forwarder status` reads."""
+        reason = self.pacer.paused_reason
+        if reason == self._was_paused:
+            return
+        if self._was_paused is not None:
+            self.metrics.paused.labels(self._was_paused).set(0)
+        if reason is not None:
+            self.metrics.paused.labels(reason).set(1)
+        self._was_paused = reason
+        state = {
+            "paused": reason is not None,
+            "reason": reason,
+            "message": outcome.message if reason else None,
+            "since": self.pacer.paused_since if reason else None,
+            "owner": self.owner,
+        }
+        await self._store_call(self.store.set_state("destination", state, now))
+
+    async def _reschedule(
+        self,
+        retries: list[Retry],
+        code: str,
+        message: str,
+        request_id: str | None,
+        count_attempt: bool,
+        now: float,
+        reason: str,
+    ) -> None:
+        if not retries:
+            return
+        await self._store_call(
+            self.store.reschedule(
+                retries, self.owner, code, message, request_id, count_attempt, now
+            )
+        )
+        for retry in retries:
+            self._leased.pop(retry.row_id, None)
+        self.totals.retried += len(retries)
+        self.metrics.retried.labels(reason).inc(len(retries))
+
+    async def _dead(
+        self,
+        dead: list[Dead],
+        request_id: str | None,
+        *,
+        count_attempt: bool,
+        now: float,
+        reason: str | None = None,
+    ) -> None:
+        await self._store_call(
+            self.store.mark_dead(dead, self.owner, request_id, count_attempt, now)
+        )
+        for item in dead:
+            self._leased.pop(item.row_id, None)
+            self.metrics.dead.labels(reason or item.code).inc()
+        self.totals.dead += len(dead)
+        self._log.warning(
+            "events_dead", rows=len(dead), reason=reason or dead[0].code, detail=dead[0].reason
+        )
+
+    async def _release(self, ids: list[int], now: float) -> None:
+        await self._store_call(self.store.release(ids, self.owner, now))
+        for row_id in ids:
+            self._leased.pop(row_id, None)
+        self.totals.released += len(ids)
+
+    async def _store_call(self, call: Any) -> Any:
+        """Await a settling write; shielded so a cancelled task still records what TikTok said."""
+        return await asyncio.shield(call)
+
+    async def _shutdown(self) -> None:
+        """Let in-flight requests finish within the grace period, then give back every lease."""
+        self._stopping.set()
+        self._wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self.config.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            if late:
+                self._log.warning("shutdown_cancelled_requests", requests=len(late))
+                await asyncio.wait(late, timeout=5.0)
+        if self._leased:
+            ids = list(self._leased)
+            try:
+                await self._release(ids, self.clock())
+                self._log.info("leases_released", rows=len(ids))
+            except StoreError as error:
+                self._log.error(
+                    "release_failed",
+                    rows=len(ids),
+                    error=str(error),
+                    note="the rows return to pending when their lease expires",
+                )
+        self._log.info(
+            "worker_stopped",
+            delivered=self.totals.delivered,
+            dead=self.totals.dead,
+            retried=self.totals.retried,
+        )

@@ -1,0 +1,318 @@
+"""The worker against the fake TikTok over real loopback HTTP, on real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from forwarder.backoff import BackoffPolicy
+from forwarder.fake_tiktok import FakeTikTok, Scripted
+from forwarder.metrics import Metrics
+from forwarder.pacing import Pacer
+from forwarder.payload import BuildOptions
+from forwarder.store.sqlite import SQLiteStore
+from forwarder.tiktok import TikTokClient
+from forwarder.worker import Worker, WorkerConfig
+
+from .conftest import insert
+from .helpers import ManualClock, purchase, query, statuses, wait_until
+
+TOKEN = "test-token"
+PIXEL = "D34FV3JC77U1PDQ72P1G"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTikTok]:
+    """The project's fake TikTok on a free loopback port."""
+    async with FakeTikTok(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One HTTP session, as the daemon keeps."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+class Harness:
+    """Builds workers that share one store, sender and pacer, as one daemon would."""
+
+    def __init__(self, store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> None:
+        self.store = store
+        self.fake = fake
+        self.session = session
+        self.clock = ManualClock()
+        self.metrics = Metrics()
+        self.pacer = Pacer(max_limit=4, throttle_max_s=300, probe_max_s=60,
+                           retry_after_max_s=600, rng=random.Random(1))
+        self.timeout_s = 2.0
+
+    def worker(self, *, drain: bool = True, **overrides: Any) -> Worker:
+        options = {
+            "build": BuildOptions(default_pixel=PIXEL, phone_region="US",
+                                  consent_default="granted", max_age_s=7 * 86400,
+                                  test_event_code=None),
+            "backoff": BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
+            "poll_interval_s": 0.02,
+            "lease_s": 60.0,
+            "shutdown_grace_s": 5.0,
+        }
+        options.update(overrides)
+        sender = TikTokClient(self.session, self.fake.url, TOKEN, self.timeout_s)
+        return Worker(self.store, sender, WorkerConfig(**options), self.pacer, self.metrics,
+                      owner="test", drain=drain, clock=self.clock, rng=random.Random(2))
+
+    async def drain(self, **overrides: Any) -> Any:
+        return await self.worker(**overrides).run()
+
+
+@pytest.fixture
+def harness(store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> Harness:
+    """A worker factory on a fresh outbox and a fresh fake."""
+    return Harness(store, fake, session)
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+async def test_delivers_everything_once(harness: Harness, db_path: Path) -> None:
+    """2,500 realistic events arrive once each, hashed, in requests of at most 1,000."""
+    insert(db_path, [purchase(i) for i in range(2500)])
+    totals = await harness.drain()
+    assert totals.delivered == 2500
+    assert statuses(db_path) == {"sent": 2500}
+    ids = harness.fake.accepted_ids()
+    assert len(ids) == len(set(ids)) == 2500
+    assert harness.fake.requests == 3
+    first = next(e for e in harness.fake.accepted if e["event_id"] == "order-1")
+    assert first["user"]["email"] == [_sha("buyer1@example.com")]
+    assert first["user"]["phone"] == [_sha("+12135550001")]
+    assert first["user"]["ip"] == "203.0.113.7"
+    assert first["event_source_id"] == PIXEL
+    assert harness.metrics.delivered.labels("Purchase")._value.get() == 2500
+
+
+async def test_sent_rows_record_tiktok_request_id(harness: Harness, db_path: Path) -> None:
+    """A sent row keeps TikTok's request_id, code 0, one attempt and its sent time."""
+    insert(db_path, [purchase(1)])
+    await harness.drain()
+    [(code, request_id, attempts, sent_at)] = query(
+        db_path, "SELECT last_code, request_id, attempts, sent_at FROM tiktok_outbox"
+    )
+    assert (code, attempts) == ("0", 1)
+    assert request_id and sent_at
+
+
+async def test_malformed_rows_die_with_reasons_and_others_flow(harness: Harness, db_path: Path) -> None:
+    """Bad rows end dead with a stored code and reason; the good ones are delivered."""
+    insert(db_path, [purchase(i) for i in range(10)] + [
+        {"event_id": "bad-json", "event": "Purchase", "payload": "not json"},
+        {"event_id": "bad-list", "event": "Purchase", "payload": "[1, 2]"},
+        {"event_id": "bad-value", "event": "Purchase", "payload": '{"properties": {"value": "x"}}'},
+        {"event_id": "no-name", "event": "", "payload": "{}"},
+        {"event_id": "typo", "event": "Lead", "payload": '{"user": {"emial": "a@b.c"}}'},
+    ])
+    totals = await harness.drain()
+    assert totals.delivered == 10
+    dead = dict(query(db_path, "SELECT event_id, last_code FROM tiktok_outbox WHERE status='dead'"))
+    assert dead == dict.fromkeys(["bad-json", "bad-list", "bad-value", "no-name", "typo"], "malformed")
+    reasons = [r for (r,) in query(db_path, "SELECT last_error FROM tiktok_outbox WHERE status='dead'")]
+    assert all(reasons) and not any("a@b.c" in r for r in reasons)
+
+
+@pytest.mark.parametrize("names_index", [True, False])
+async def test_poison_event_is_isolated(harness: Harness, db_path: Path, names_index: bool) -> None:
+    """One event TikTok rejects among 500 is dead-lettered alone; the other 499 arrive once."""
+    insert(db_path, [purchase(i) for i in range(500)])
+    harness.fake.poison.add("order-123")
+    harness.fake.poison_names_index = names_index
+    totals = await harness.drain()
+    assert statuses(db_path) == {"sent": 499, "dead": 1}
+    [(event_id, code, reason)] = query(
+        db_path, "SELECT event_id, last_code, last_error FROM tiktok_outbox WHERE status='dead'"
+    )
+    assert (event_id, code) == ("order-123", "40002")
+    assert "poison" in reason
+    ids = harness.fake.accepted_ids()
+    assert len(ids) == len(set(ids)) == 499
+    assert totals.dead == 1
+    if names_index:
+        assert harness.fake.requests == 2
+    else:
+        assert harness.fake.requests <= 2 * 9 + 1
+
+
+async def test_whole_request_rejection_is_not_bisected(harness: Harness, db_path: Path) -> None:
+    """A 40002 naming a top-level field dead-letters the request's events without splitting."""
+    insert(db_path, [purchase(i) for i in range(50)])
+    harness.fake.script(
+        Scripted(code=40002, message="Invalid value for event_source_id: not a valid string.")
+    )
+    await harness.drain()
+    assert statuses(db_path) == {"dead": 50}
+    assert harness.fake.requests == 1
+
+
+@pytest.mark.parametrize(
+    "answer, code",
+    [
+        (Scripted(code=50000, message="System error"), "50000"),
+        (Scripted(http_status=502, body=b"<html>Bad Gateway</html>"), "http_502"),
+        (Scripted(http_status=503, body=b""), "http_503"),
+        (Scripted(http_status=200, body=b'{"code": 0, "mess'), "bad_body"),
+        (Scripted(drop=True), "connection"),
+    ],
+)
+async def test_transient_failures_retry_later(harness: Harness, db_path: Path, answer: Scripted, code: str) -> None:
+    """A transient failure counts an attempt, backs off, and delivers once due again."""
+    insert(db_path, [purchase(i) for i in range(20)])
+    harness.fake.script(answer)
+    totals = await harness.drain()
+    assert totals.delivered == 0
+    rows = query(db_path, "SELECT status, attempts, last_code, next_attempt_at FROM tiktok_outbox")
+    assert {(s, a, c) for s, a, c, _ in rows} == {("pending", 1, code)}
+    assert all(harness.clock.now < due <= harness.clock.now + 1.0 for *_, due in rows)
+    harness.clock.advance(2.0)
+    totals = await harness.drain()
+    assert totals.delivered == 20
+    assert statuses(db_path) == {"sent": 20}
+
+
+async def test_timeout_is_retried(harness: Harness, db_path: Path) -> None:
+    """An answer slower than the request timeout is a retry with code timeout."""
+    harness.timeout_s = 0.2
+    insert(db_path, [purchase(1)])
+    harness.fake.script(Scripted(delay_s=1.0))
+    await harness.drain()
+    assert query(db_path, "SELECT status, last_code FROM tiktok_outbox") == [("pending", "timeout")]
+
+
+async def test_retry_after_is_honoured(harness: Harness, db_path: Path) -> None:
+    """A 503 with Retry-After holds the rows back at least that long."""
+    insert(db_path, [purchase(1)])
+    harness.fake.script(Scripted(http_status=503, body=b"", retry_after="120"))
+    await harness.drain()
+    [(due,)] = query(db_path, "SELECT next_attempt_at FROM tiktok_outbox")
+    assert due >= harness.clock.now + 120
+
+
+async def test_rate_limit_slows_the_destination_and_counts_no_attempt(harness: Harness, db_path: Path) -> None:
+    """40100 pauses the destination, halves concurrency, and costs the events no attempt."""
+    insert(db_path, [purchase(i) for i in range(10)])
+    harness.fake.script(Scripted(code=40100, message="Too many requests. Please retry in some time."))
+    await harness.drain()
+    rows = query(db_path, "SELECT status, attempts, last_code, next_attempt_at FROM tiktok_outbox")
+    assert {(s, a, c) for s, a, c, _ in rows} == {("pending", 0, "40100")}
+    assert harness.pacer.limit == 2
+    assert all(due >= harness.pacer.throttled_until for *_, due in rows)
+    harness.clock.advance(10)
+    await harness.drain()
+    assert statuses(db_path) == {"sent": 10}
+
+
+async def test_credentials_pause_then_resume(harness: Harness, db_path: Path) -> None:
+    """40105 pauses delivery, dead-letters nothing and counts no attempt; a good probe resumes it."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.token = "rotated"
+    totals = await harness.drain()
+    assert totals.paused_reason == "40105"
+    assert statuses(db_path) == {"pending": 30}
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(0,)]
+    state = await harness.store.summary(harness.clock.now)
+    assert state.state["destination"]["paused"] is True
+    assert harness.metrics.paused.labels("40105")._value.get() == 1
+    harness.fake.token = TOKEN
+    harness.clock.advance(5)
+    totals = await harness.drain()
+    assert totals.paused_reason is None
+    assert statuses(db_path) == {"sent": 30}
+    state = await harness.store.summary(harness.clock.now)
+    assert state.state["destination"]["paused"] is False
+    assert harness.metrics.paused.labels("40105")._value.get() == 0
+
+
+async def test_unknown_code_dies_after_bounded_attempts(harness: Harness, db_path: Path) -> None:
+    """An unknown code is retried a bounded number of times, then the row dies with that code."""
+    insert(db_path, [purchase(1)])
+    harness.fake.script(Scripted(code=47777, message="Something new", times=3))
+    for _ in range(3):
+        await harness.drain(unknown_code_max_attempts=3)
+        harness.clock.advance(600)
+    assert query(db_path, "SELECT status, attempts, last_code FROM tiktok_outbox") == [
+        ("dead", 3, "47777")
+    ]
+
+
+async def test_ambiguous_codes_pause_after_a_few(harness: Harness, db_path: Path) -> None:
+    """40102 answers retry, then pause the destination instead of dead-lettering."""
+    insert(db_path, [purchase(1)])
+    harness.fake.script(Scripted(code=40102, message="Requests made too frequently", times=3))
+    for _ in range(3):
+        totals = await harness.drain(ambiguous_code_max_answers=3)
+        harness.clock.advance(600)
+    assert totals.paused_reason == "ambiguous_40102"
+    assert statuses(db_path) == {"pending": 1}
+
+
+async def test_consent_and_test_events(harness: Harness, db_path: Path) -> None:
+    """Denied consent strips hashed identifiers; test events travel in their own request."""
+    denied = {"consent": {"ad_user_data": "denied", "ad_personalization": "denied"}}
+    rows = [purchase(1, **denied), purchase(2)]
+    rows.append({**purchase(3), "test_event_code": "TEST42"})
+    insert(db_path, rows)
+    await harness.drain()
+    by_id = {e["event_id"]: e for e in harness.fake.accepted}
+    assert "email" not in by_id["order-1"]["user"]
+    assert by_id["order-1"]["limited_data_use"] is True
+    assert "email" in by_id["order-2"]["user"]
+    assert by_id["order-3"]["test_event_code"] == "TEST42"
+    assert by_id["order-2"].get("test_event_code") is None
+    assert harness.fake.requests == 2
+
+
+async def test_stop_mid_flight_loses_nothing(harness: Harness, db_path: Path) -> None:
+    """stop() during a slow request lets it finish, releases the rest, and leaves nothing inflight."""
+    harness.fake.latency_s = 0.3
+    insert(db_path, [purchase(i) for i in range(5000)])
+    worker = harness.worker(drain=False, max_events=500)
+    task = asyncio.create_task(worker.run())
+    await wait_until(lambda: harness.fake.requests >= 1, what="a request in flight")
+    worker.stop()
+    totals = await asyncio.wait_for(task, 10)
+    counts = statuses(db_path)
+    assert "inflight" not in counts
+    assert counts.get("sent", 0) == totals.delivered == len(harness.fake.accepted)
+    assert counts.get("sent", 0) + counts.get("pending", 0) == 5000
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox WHERE status='pending'") in (
+        [(0,)], [(None,)]
+    )
+
+
+async def test_expired_leases_are_rescued_and_delivered(harness: Harness, db_path: Path) -> None:
+    """Rows a dead daemon left inflight are rescued once the lease expires, then delivered."""
+    insert(db_path, [purchase(i) for i in range(7)])
+    now = harness.clock.now
+    await harness.store.claim(7, "killed-daemon", now, now + 30)
+    totals = await harness.drain()
+    assert totals.delivered == 0
+    harness.clock.advance(31)
+    totals = await harness.drain()
+    assert totals.rescued == 7 and totals.delivered == 7
+    assert statuses(db_path) == {"sent": 7}
+
+
+async def test_too_old_events_are_dead(harness: Harness, db_path: Path) -> None:
+    """An event older than the maximum age is dead with code too_old, not sent."""
+    insert(db_path, [{**purchase(1), "event_time": int(harness.clock.now) - 8 * 86400}])
+    await harness.drain()
+    assert query(db_path, "SELECT status, last_code FROM tiktok_outbox") == [("dead", "too_old")]
+    assert harness.fake.requests == 0
