@@ -23,12 +23,10 @@ class MigrationError(StoreError):
 
 
 class TransportError(ForwarderError):
-    """The request to TikTok did not get an answer.
+    """The request to TikTok did not get an answer."""
 
-    *kind* is a closed value (``timeout`` or ``connection``) used as a stored code and a metric
-    label; the message says what happened without the token or any event data.
-    """
-
+    # *kind* is a closed value (``timeout`` or ``connection``): a stored code and a metric
+    # label. The message says what happened without the token or any event data.
     def __init__(self, kind: str, message: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind

@@ -526,7 +526,7 @@ def _json(value: Any, status: int = HTTPStatus.OK) -> web.Response:
 
 def _bad(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(
-        body=orjson.dumps({"error": message}), content_type="application/json"
+        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
     )
 
 

@@ -199,16 +199,14 @@ _NORMALIZERS: dict[str, Callable[[str, str | None], str | None]] = {
 
 
 def hash_identifier(kind: str, raw: str, region: str | None) -> str | None:
-    """Normalise and hash one identifier as TikTok specifies (§6); None means drop it.
-
-    A value that already is 64 hex characters (after trimming) is taken as a SHA-256 hash and
-    passes through lower-cased, as Segment and Stape do (§6).
-    """
+    """Normalise and hash one identifier as TikTok specifies (§6); return None to drop it."""
     normalizer = _NORMALIZERS.get(kind)
     if normalizer is None:
         raise ValueError(
             f"unknown identifier kind {kind!r}; expected one of {', '.join(_NORMALIZERS)}"
         )
+    # §6: 64 hex characters (after trimming) is already a SHA-256 hash, as Segment and Stape
+    # detect it; it passes through lower-cased instead of being hashed twice.
     stripped = raw.strip()
     if len(stripped) == 64 and _HEX64.fullmatch(stripped):
         return stripped.lower()
@@ -482,4 +480,5 @@ def _type_name(value: object) -> str:
 
 
 def _days(seconds: float) -> str:
-    return f"{round(seconds / _DAY, 1):g}"
+    days = seconds / _DAY
+    return f"{round(days, 1):g}" if days >= 1 else f"{days:.2g}"

@@ -13,7 +13,11 @@ WEB = Destination("web", "PIXEL1", None)
 def _built(i: int, dest: Destination = WEB, pad: int = 0) -> Built:
     event = {"event": "Purchase", "event_time": 1, "event_id": f"e{i}", "x": "p" * pad}
     return Built(
-        row_id=i, destination=dest, event=event, match_keys=frozenset(), warnings=(),
+        row_id=i,
+        destination=dest,
+        event=event,
+        match_keys=frozenset(),
+        warnings=(),
         created_at=0.0,
     )
 
@@ -45,8 +49,12 @@ def test_byte_cap_is_exact() -> None:
 
 def test_groups_by_destination_and_never_mixes_test_events() -> None:
     """Events to other pixels, sources or test codes go in separate requests."""
-    dests = [WEB, Destination("web", "PIXEL2", None), Destination("app", "PIXEL1", None),
-             Destination("web", "PIXEL1", "TEST1")]
+    dests = [
+        WEB,
+        Destination("web", "PIXEL2", None),
+        Destination("app", "PIXEL1", None),
+        Destination("web", "PIXEL1", "TEST1"),
+    ]
     built = [_built(i, dests[i % 4]) for i in range(40)]
     batches, _ = make_batches(built, 1000, 10_000_000)
     assert len(batches) == 4
@@ -72,9 +80,10 @@ def test_body_layout() -> None:
     assert body["event_source_id"] == "PIXEL1"
     assert body["test_event_code"] == "TEST9"
     assert [e["event_id"] for e in body["data"]] == ["e1", "e2"]
-    assert len(batches[0].body()) == envelope_size(test_dest) + sum(
-        len(i.data) for i in batches[0].items
-    ) + 1
+    assert (
+        len(batches[0].body())
+        == envelope_size(test_dest) + sum(len(i.data) for i in batches[0].items) + 1
+    )
 
 
 def test_no_test_code_key_for_real_traffic() -> None:

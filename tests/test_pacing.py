@@ -8,8 +8,13 @@ from forwarder.pacing import SUCCESSES_PER_STEP, Pacer
 
 
 def _pacer(limit: int = 4) -> Pacer:
-    return Pacer(max_limit=limit, throttle_max_s=300, probe_max_s=60, retry_after_max_s=600,
-                 rng=random.Random(7))
+    return Pacer(
+        max_limit=limit,
+        throttle_max_s=300,
+        probe_max_s=60,
+        retry_after_max_s=600,
+        rng=random.Random(7),
+    )
 
 
 def test_slots_follow_in_flight() -> None:

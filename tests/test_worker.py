@@ -45,21 +45,32 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 class Harness:
     """Builds workers that share one store, sender and pacer, as one daemon would."""
 
-    def __init__(self, store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self, store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession
+    ) -> None:
         self.store = store
         self.fake = fake
         self.session = session
         self.clock = ManualClock()
         self.metrics = Metrics()
-        self.pacer = Pacer(max_limit=4, throttle_max_s=300, probe_max_s=60,
-                           retry_after_max_s=600, rng=random.Random(1))
+        self.pacer = Pacer(
+            max_limit=4,
+            throttle_max_s=300,
+            probe_max_s=60,
+            retry_after_max_s=600,
+            rng=random.Random(1),
+        )
         self.timeout_s = 2.0
 
     def worker(self, *, drain: bool = True, **overrides: Any) -> Worker:
         options = {
-            "build": BuildOptions(default_pixel=PIXEL, phone_region="US",
-                                  consent_default="granted", max_age_s=7 * 86400,
-                                  test_event_code=None),
+            "build": BuildOptions(
+                default_pixel=PIXEL,
+                phone_region="US",
+                consent_default="granted",
+                max_age_s=7 * 86400,
+                test_event_code=None,
+            ),
             "backoff": BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
             "poll_interval_s": 0.02,
             "lease_s": 60.0,
@@ -67,8 +78,17 @@ class Harness:
         }
         options.update(overrides)
         sender = TikTokClient(self.session, self.fake.url, TOKEN, self.timeout_s)
-        return Worker(self.store, sender, WorkerConfig(**options), self.pacer, self.metrics,
-                      owner="test", drain=drain, clock=self.clock, rng=random.Random(2))
+        return Worker(
+            self.store,
+            sender,
+            WorkerConfig(**options),
+            self.pacer,
+            self.metrics,
+            owner="test",
+            drain=drain,
+            clock=self.clock,
+            rng=random.Random(2),
+        )
 
     async def drain(self, **overrides: Any) -> Any:
         return await self.worker(**overrides).run()
@@ -112,20 +132,34 @@ async def test_sent_rows_record_tiktok_request_id(harness: Harness, db_path: Pat
     assert request_id and sent_at
 
 
-async def test_malformed_rows_die_with_reasons_and_others_flow(harness: Harness, db_path: Path) -> None:
+async def test_malformed_rows_die_with_reasons_and_others_flow(
+    harness: Harness, db_path: Path
+) -> None:
     """Bad rows end dead with a stored code and reason; the good ones are delivered."""
-    insert(db_path, [purchase(i) for i in range(10)] + [
-        {"event_id": "bad-json", "event": "Purchase", "payload": "not json"},
-        {"event_id": "bad-list", "event": "Purchase", "payload": "[1, 2]"},
-        {"event_id": "bad-value", "event": "Purchase", "payload": '{"properties": {"value": "x"}}'},
-        {"event_id": "no-name", "event": "", "payload": "{}"},
-        {"event_id": "typo", "event": "Lead", "payload": '{"user": {"emial": "a@b.c"}}'},
-    ])
+    insert(
+        db_path,
+        [purchase(i) for i in range(10)]
+        + [
+            {"event_id": "bad-json", "event": "Purchase", "payload": "not json"},
+            {"event_id": "bad-list", "event": "Purchase", "payload": "[1, 2]"},
+            {
+                "event_id": "bad-value",
+                "event": "Purchase",
+                "payload": '{"properties": {"value": "x"}}',
+            },
+            {"event_id": "no-name", "event": "", "payload": "{}"},
+            {"event_id": "typo", "event": "Lead", "payload": '{"user": {"emial": "a@b.c"}}'},
+        ],
+    )
     totals = await harness.drain()
     assert totals.delivered == 10
     dead = dict(query(db_path, "SELECT event_id, last_code FROM tiktok_outbox WHERE status='dead'"))
-    assert dead == dict.fromkeys(["bad-json", "bad-list", "bad-value", "no-name", "typo"], "malformed")
-    reasons = [r for (r,) in query(db_path, "SELECT last_error FROM tiktok_outbox WHERE status='dead'")]
+    assert dead == dict.fromkeys(
+        ["bad-json", "bad-list", "bad-value", "no-name", "typo"], "malformed"
+    )
+    reasons = [
+        r for (r,) in query(db_path, "SELECT last_error FROM tiktok_outbox WHERE status='dead'")
+    ]
     assert all(reasons) and not any("a@b.c" in r for r in reasons)
 
 
@@ -172,7 +206,9 @@ async def test_whole_request_rejection_is_not_bisected(harness: Harness, db_path
         (Scripted(drop=True), "connection"),
     ],
 )
-async def test_transient_failures_retry_later(harness: Harness, db_path: Path, answer: Scripted, code: str) -> None:
+async def test_transient_failures_retry_later(
+    harness: Harness, db_path: Path, answer: Scripted, code: str
+) -> None:
     """A transient failure counts an attempt, backs off, and delivers once due again."""
     insert(db_path, [purchase(i) for i in range(20)])
     harness.fake.script(answer)
@@ -205,10 +241,14 @@ async def test_retry_after_is_honoured(harness: Harness, db_path: Path) -> None:
     assert due >= harness.clock.now + 120
 
 
-async def test_rate_limit_slows_the_destination_and_counts_no_attempt(harness: Harness, db_path: Path) -> None:
+async def test_rate_limit_slows_the_destination_and_counts_no_attempt(
+    harness: Harness, db_path: Path
+) -> None:
     """40100 pauses the destination, halves concurrency, and costs the events no attempt."""
     insert(db_path, [purchase(i) for i in range(10)])
-    harness.fake.script(Scripted(code=40100, message="Too many requests. Please retry in some time."))
+    harness.fake.script(
+        Scripted(code=40100, message="Too many requests. Please retry in some time.")
+    )
     await harness.drain()
     rows = query(db_path, "SELECT status, attempts, last_code, next_attempt_at FROM tiktok_outbox")
     assert {(s, a, c) for s, a, c, _ in rows} == {("pending", 0, "40100")}
@@ -220,7 +260,7 @@ async def test_rate_limit_slows_the_destination_and_counts_no_attempt(harness: H
 
 
 async def test_credentials_pause_then_resume(harness: Harness, db_path: Path) -> None:
-    """40105 pauses delivery, dead-letters nothing and counts no attempt; a good probe resumes it."""
+    """40105 pauses delivery, dead-letters nothing, counts no attempt; a good probe resumes it."""
     insert(db_path, [purchase(i) for i in range(30)])
     harness.fake.token = "rotated"
     totals = await harness.drain()
@@ -280,7 +320,7 @@ async def test_consent_and_test_events(harness: Harness, db_path: Path) -> None:
 
 
 async def test_stop_mid_flight_loses_nothing(harness: Harness, db_path: Path) -> None:
-    """stop() during a slow request lets it finish, releases the rest, and leaves nothing inflight."""
+    """stop() during a slow request lets it finish and releases the rest: nothing inflight."""
     harness.fake.latency_s = 0.3
     insert(db_path, [purchase(i) for i in range(5000)])
     worker = harness.worker(drain=False, max_events=500)
@@ -293,7 +333,8 @@ async def test_stop_mid_flight_loses_nothing(harness: Harness, db_path: Path) ->
     assert counts.get("sent", 0) == totals.delivered == len(harness.fake.accepted)
     assert counts.get("sent", 0) + counts.get("pending", 0) == 5000
     assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox WHERE status='pending'") in (
-        [(0,)], [(None,)]
+        [(0,)],
+        [(None,)],
     )
 
 

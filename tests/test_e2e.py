@@ -1,0 +1,350 @@
+"""End to end: the `forwarder` command as a process, rows inserted with the sqlite3 CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from forwarder.fake_tiktok import FakeTikTok, Scripted
+
+from .helpers import purchase, query, statuses, wait_until
+
+TOKEN = "e2e-token"
+PIXEL = "D34FV3JC77U1PDQ72P1G"
+FORWARDER = [sys.executable, "-m", "forwarder"]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTikTok]:
+    """The fake TikTok on a free loopback port."""
+    async with FakeTikTok(token=TOKEN) as server:
+        yield server
+
+
+def daemon_env(db_path: Path, fake: FakeTikTok, **extra: str) -> dict[str, str]:
+    """The environment of a daemon delivering *db_path* to *fake*, with quick retries."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "FORWARDER_"))}
+    env.update(
+        TIKTOK_ACCESS_TOKEN=TOKEN,
+        TIKTOK_PIXEL_CODE=PIXEL,
+        TIKTOK_API_URL=fake.url,
+        FORWARDER_DATABASE_URL=f"sqlite:///{db_path}",
+        FORWARDER_HTTP_ADDR="127.0.0.1:0",
+        FORWARDER_LOG_FORMAT="json",
+        FORWARDER_BACKOFF_INITIAL="50ms",
+        FORWARDER_BACKOFF_MAX="200ms",
+        FORWARDER_THROTTLE_MAX_PAUSE="300ms",
+        FORWARDER_PAUSE_PROBE_MAX="300ms",
+        FORWARDER_POLL_INTERVAL="20ms",
+        FORWARDER_REQUEST_TIMEOUT="1s",
+        FORWARDER_LEASE="3s",
+        FORWARDER_PHONE_REGION="US",
+    )
+    env.update(extra)
+    return env
+
+
+def sqlite3_cli(db_path: Path, sql: str) -> None:
+    """Run SQL through the sqlite3 command-line tool, as an operator or a shell script would."""
+    subprocess.run(["sqlite3", str(db_path)], input=sql.encode(), check=True, timeout=60)
+
+
+def insert_rows(db_path: Path, rows: list[dict[str, object]]) -> None:
+    """Insert rows with the sqlite3 CLI in one transaction."""
+
+    def literal(value: object) -> str:
+        if value is None:
+            return "NULL"
+        if isinstance(value, int):
+            return str(value)
+        return "'" + str(value).replace("'", "''") + "'"
+
+    lines = ["BEGIN;"]
+    for row in rows:
+        names = ", ".join(row)
+        values = ", ".join(literal(v) for v in row.values())
+        lines.append(
+            f"INSERT INTO tiktok_outbox ({names}) VALUES ({values}) ON CONFLICT DO NOTHING;"
+        )
+    lines.append("COMMIT;")
+    sqlite3_cli(db_path, "\n".join(lines))
+
+
+async def forwarder(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
+    """Start `forwarder ARGS` as a process."""
+    return await asyncio.create_subprocess_exec(
+        *FORWARDER, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+
+
+async def finish(process: asyncio.subprocess.Process, timeout: float = 30) -> tuple[int, str, str]:
+    """Wait for a process; return its exit code, stdout and stderr."""
+    out, err = await asyncio.wait_for(process.communicate(), timeout)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def migrated(db_path: Path, env: dict[str, str]) -> None:
+    """Run `forwarder migrate` and check it succeeded."""
+    code, _, err = await finish(await forwarder(env, "migrate"))
+    assert code == 0, err
+
+
+@pytest.fixture
+async def setup(db_path: Path, fake: FakeTikTok) -> dict[str, str]:
+    """A migrated outbox and the environment of a daemon pointed at the fake."""
+    env = daemon_env(db_path, fake)
+    await migrated(db_path, env)
+    return env
+
+
+def no_secrets(text: str) -> None:
+    """Assert the daemon's output holds neither the token nor a raw identifier."""
+    assert TOKEN not in text
+    assert "buyer1@example.com" not in text.lower()
+    assert "555-0001" not in text
+
+
+async def test_happy_path(db_path: Path, fake: FakeTikTok, setup: dict[str, str]) -> None:
+    """run --once delivers every row inserted by sqlite3, then exits 0 with JSON logs."""
+    insert_rows(db_path, [purchase(i) for i in range(1200)])
+    code, out, err = await finish(await forwarder(setup, "run", "--once"))
+    assert code == 0, err
+    assert statuses(db_path) == {"sent": 1200}
+    ids = fake.accepted_ids()
+    assert len(ids) == len(set(ids)) == 1200
+    lines = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "worker_stopped" and line["delivered"] == 1200 for line in lines)
+    assert all(line["service"] == "forwarder" for line in lines)
+    no_secrets(out + err)
+
+
+async def test_missing_token_is_one_clear_line(db_path: Path, fake: FakeTikTok) -> None:
+    """With no token the daemon stops at once, exit 2, naming the setting and .env."""
+    env = daemon_env(db_path, fake)
+    del env["TIKTOK_ACCESS_TOKEN"]
+    code, _, err = await finish(await forwarder(env, "run"))
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "TIKTOK_ACCESS_TOKEN" in err and ".env" in err
+
+
+async def test_bad_setting_is_one_clear_line(db_path: Path, fake: FakeTikTok) -> None:
+    """A bad value stops start-up with one line naming the setting, exit 2."""
+    env = daemon_env(db_path, fake, FORWARDER_CONCURRENCY="lots")
+    code, _, err = await finish(await forwarder(env, "run"))
+    assert code == 2
+    assert err.startswith("forwarder: FORWARDER_CONCURRENCY:")
+    assert err.strip().count("\n") == 0
+
+
+async def test_rate_limit_storm(db_path: Path, fake: FakeTikTok, setup: dict[str, str]) -> None:
+    """Twenty 40100 answers in a row delay delivery but lose nothing and dead-letter nothing."""
+    insert_rows(db_path, [purchase(i) for i in range(300)])
+    fake.script(
+        Scripted(code=40100, message="Too many requests. Please retry in some time.", times=20)
+    )
+    daemon = await forwarder(setup, "run")
+    try:
+        await wait_until(lambda: statuses(db_path) == {"sent": 300}, 60, "all sent")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, _, err = await finish(daemon)
+    assert code == 0, err
+    assert fake.answers[40100] == 20
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(1,)]
+    assert '"tiktok_throttled"' in err
+
+
+async def test_revoked_token_pauses_then_recovers(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str]
+) -> None:
+    """40105 pauses delivery (status says so); fixing the token resumes it without a restart."""
+    fake.token = "something-else"
+    insert_rows(db_path, [purchase(i) for i in range(100)])
+    daemon = await forwarder(setup, "run")
+    try:
+        await wait_until(lambda: fake.answers[40105] >= 2, 30, "probes answered 40105")
+        code, out, err = await finish(await forwarder(setup, "status", "--json"))
+        status = orjson.loads(out)
+        assert status["destination"]["paused"] is True
+        assert status["destination"]["reason"] == "40105"
+        assert status["counts"]["pending"] == 100 and status["counts"]["dead"] == 0
+        fake.token = TOKEN
+        await wait_until(lambda: statuses(db_path) == {"sent": 100}, 30, "all sent")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, _, err = await finish(daemon)
+    assert code == 0
+    assert '"destination_resumed"' in err
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(1,)]
+    no_secrets(err)
+
+
+async def test_poison_among_500(db_path: Path, fake: FakeTikTok, setup: dict[str, str]) -> None:
+    """One event TikTok rejects, with no index in the message, dies alone; 499 are delivered."""
+    fake.poison.add("order-250")
+    fake.poison_names_index = False
+    insert_rows(db_path, [purchase(i) for i in range(500)])
+    code, _, err = await finish(await forwarder(setup, "run", "--once"))
+    assert code == 0, err
+    assert statuses(db_path) == {"sent": 499, "dead": 1}
+    assert query(db_path, "SELECT event_id, last_code FROM tiktok_outbox WHERE status='dead'") == [
+        ("order-250", "40002")
+    ]
+    assert len(set(fake.accepted_ids())) == len(fake.accepted_ids()) == 499
+
+
+async def test_server_errors_html_and_timeouts(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str]
+) -> None:
+    """5xx, HTML bodies, garbage, drops and timeouts are retried until everything arrives once."""
+    fake.script(
+        Scripted(http_status=500, body=b""),
+        Scripted(http_status=502, body=b"<html><body>Bad Gateway</body></html>"),
+        Scripted(code=50002, message="Error processing request on TikTok side."),
+        Scripted(delay_s=2.0),
+        Scripted(body=b'{"code": 0, "message": "O'),
+        Scripted(drop=True),
+        Scripted(http_status=503, body=b"", retry_after="0"),
+    )
+    insert_rows(db_path, [purchase(i) for i in range(40)])
+    daemon = await forwarder({**setup, "FORWARDER_BATCH_MAX_EVENTS": "10"}, "run")
+    try:
+        await wait_until(lambda: statuses(db_path) == {"sent": 40}, 60, "all sent")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, _, err = await finish(daemon)
+    assert code == 0
+    assert len(fake.accepted_ids()) >= 40
+    assert {i[2] for i in fake.accepted_ids()} == {f"order-{i}" for i in range(40)}
+    for expected in (
+        "http_500",
+        "http_502",
+        "50002",
+        "timeout",
+        "bad_body",
+        "connection",
+        "http_503",
+    ):
+        assert f'"{expected}"' in err, expected
+
+
+async def test_kill_9_mid_flight_then_restart(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str]
+) -> None:
+    """A daemon killed with SIGKILL mid-request loses nothing: a restart delivers every event."""
+    fake.latency_s = 0.5
+    insert_rows(db_path, [purchase(i) for i in range(3000)])
+    env = {**setup, "FORWARDER_BATCH_MAX_EVENTS": "200"}
+    first = await forwarder(env, "run")
+    await wait_until(lambda: fake.requests >= 1, 30, "a request in flight")
+    first.kill()
+    await first.wait()
+    assert statuses(db_path).get("inflight", 0) > 0
+    fake.latency_s = 0.0
+    second = await forwarder(env, "run")
+    try:
+        await wait_until(lambda: statuses(db_path) == {"sent": 3000}, 60, "all sent")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        code, _, err = await finish(second)
+    assert code == 0
+    assert {i[2] for i in fake.accepted_ids()} == {f"order-{i}" for i in range(3000)}
+    assert '"leases_rescued"' in err
+
+
+async def test_sigterm_mid_flight(db_path: Path, fake: FakeTikTok, setup: dict[str, str]) -> None:
+    """SIGTERM during slow requests exits 0 with nothing inflight and nothing lost."""
+    fake.latency_s = 0.5
+    insert_rows(db_path, [purchase(i) for i in range(3000)])
+    daemon = await forwarder({**setup, "FORWARDER_BATCH_MAX_EVENTS": "200"}, "run")
+    await wait_until(lambda: fake.requests >= 1, 30, "a request in flight")
+    daemon.send_signal(signal.SIGTERM)
+    code, _, err = await finish(daemon)
+    assert code == 0, err
+    counts = statuses(db_path)
+    assert "inflight" not in counts
+    assert counts.get("sent", 0) + counts.get("pending", 0) == 3000
+    assert counts.get("sent", 0) == len(fake.accepted_ids())
+    assert '"worker_stopped"' in err
+
+
+async def test_bad_rows_die_and_the_daemon_keeps_running(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str]
+) -> None:
+    """Malformed rows end dead with reasons while the running daemon delivers later good rows."""
+    daemon = await forwarder(setup, "run")
+    try:
+        insert_rows(
+            db_path,
+            [
+                {"event_id": "b1", "event": "Purchase", "payload": "{not json"},
+                {
+                    "event_id": "b2",
+                    "event": "Purchase",
+                    "payload": '{"properties": {"contents": [{"content_id": 7}]}}',
+                },
+                {"event_id": "b3", "event": "Purchase", "event_source": "fax"},
+                {"event_id": "b4", "event": "Purchase", "event_time": "yesterday"},
+            ],
+        )
+        await wait_until(lambda: statuses(db_path) == {"dead": 4}, 30, "bad rows dead")
+        insert_rows(db_path, [purchase(i) for i in range(10)])
+        await wait_until(lambda: statuses(db_path) == {"dead": 4, "sent": 10}, 30, "good rows sent")
+        assert daemon.returncode is None
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, _, _ = await finish(daemon)
+    assert code == 0
+    reasons = dict(
+        query(db_path, "SELECT event_id, last_error FROM tiktok_outbox WHERE status='dead'")
+    )
+    assert "JSON" in reasons["b1"]
+    assert "content_id" in reasons["b2"]
+    assert "event_source" in reasons["b3"]
+    assert "event_time" in reasons["b4"]
+
+
+async def test_enqueue_and_status(db_path: Path, fake: FakeTikTok, setup: dict[str, str]) -> None:
+    """enqueue validates like the daemon, prints the row id, and status shows the counts."""
+    good = orjson.dumps(
+        {"event_id": "e-1", "event": "Lead", "payload": {"user": {"email": "a@b.co"}}}
+    )
+    process = await asyncio.create_subprocess_exec(
+        *FORWARDER,
+        "enqueue",
+        env=setup,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(good)
+    assert process.returncode == 0, err
+    row_id = int(out.decode().strip())
+    bad = orjson.dumps(
+        {"event_id": "e-2", "event": "Lead", "payload": {"properties": {"value": "x"}}}
+    )
+    process = await asyncio.create_subprocess_exec(
+        *FORWARDER,
+        "enqueue",
+        env=setup,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(bad)
+    assert process.returncode == 4
+    assert b"properties.value" in err
+    assert query(db_path, "SELECT id, event_id FROM tiktok_outbox") == [(row_id, "e-1")]
+    code, out, _ = await finish(await forwarder(setup, "status"))
+    assert code == 0
+    assert "pending 1" in out and "delivering" in out
