@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import Counter
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,7 +97,8 @@ class Worker:
         self.last_tick = 0.0
         self._log = structlog.get_logger("forwarder.worker")
         self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # the loop: a task finished, or stop()
+        self._slot_freed = asyncio.Condition()  # batches waiting for a request slot
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued = 0  # batches waiting for a free request slot
         self._leased: dict[int, OutboxRow] = {}
@@ -117,6 +119,8 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self.last_tick = self.clock()
+                # Cleared before looking, so a task finishing while we look wakes the next sleep.
+                self._wake.clear()
                 try:
                     progressed = await self._tick()
                     failures = 0
@@ -199,7 +203,6 @@ class Worker:
 
     async def _sleep(self, seconds: float) -> None:
         """Wait until *seconds* pass, a task finishes, or stop() is called."""
-        self._wake.clear()
         if seconds <= 0 or self._stopping.is_set():
             return
         with contextlib.suppress(TimeoutError):
@@ -224,31 +227,32 @@ class Worker:
 
     async def _acquire(self, batch: Batch) -> bool:
         """Take a request slot; on stop, throttle or pause give the rows back instead."""
-        while True:
-            now = self.clock()
-            if self._stopping.is_set():
-                await self._release(batch.row_ids(), now)
-                return False
-            if self.pacer.slots(now) > 0:
-                self.pacer.started()
-                self.metrics.in_flight.set(self.pacer.in_flight)
-                return True
-            if self.pacer.paused or now < self.pacer.throttled_until:
-                at = self.pacer.resume_at(now)
-                retries = [
-                    Retry(i, at + self.rng.uniform(0, THROTTLE_SPREAD_S)) for i in batch.row_ids()
-                ]
-                await self._reschedule(
-                    retries,
-                    "held",
-                    "held back while the destination is paused or throttled",
-                    None,
-                    False,
-                    now,
-                    "held",
-                )
-                return False
-            await self._sleep(self.config.poll_interval_s)
+        async with self._slot_freed:
+            while True:
+                now = self.clock()
+                if self._stopping.is_set():
+                    held = False
+                    break
+                if self.pacer.slots(now) > 0:
+                    self.pacer.started()
+                    self.metrics.in_flight.set(self.pacer.in_flight)
+                    return True
+                if self.pacer.paused or now < self.pacer.throttled_until:
+                    held = True
+                    break
+                # Every slot is busy: wait for a request to finish (or a throttle to end).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._slot_freed.wait(), timeout=self.config.poll_interval_s
+                    )
+        if not held:
+            await self._release(batch.row_ids(), now)
+            return False
+        at = self.pacer.resume_at(now)
+        retries = [Retry(i, at + self.rng.uniform(0, THROTTLE_SPREAD_S)) for i in batch.row_ids()]
+        message = "held back while the destination is paused or throttled"
+        await self._reschedule(retries, "held", message, None, False, now, "held")
+        return False
 
     async def _send(self, batch: Batch) -> Outcome:
         """POST one batch and classify TikTok's answer."""
@@ -263,6 +267,8 @@ class Worker:
             self.pacer.finished()
             self.metrics.in_flight.set(self.pacer.in_flight)
             self._wake.set()
+            async with self._slot_freed:
+                self._slot_freed.notify_all()
         self.totals.requests += 1
         self.metrics.request_seconds.observe(time.perf_counter() - started)
         self.metrics.responses.labels(code_label(outcome.code), outcome.verdict.value).inc()
@@ -325,12 +331,19 @@ class Worker:
         await self._store_call(
             self.store.mark_sent(batch.row_ids(), self.owner, outcome.code, outcome.request_id, now)
         )
+        # Count per label once per request, not per event: this runs tens of thousands of
+        # times a second.
+        events: Counter[str] = Counter()
+        keys: Counter[str] = Counter()
         for item in batch.items:
             self._leased.pop(item.built.row_id, None)
-            self.metrics.delivered.labels(event_label(item.built.event["event"])).inc()
+            events[item.built.event["event"]] += 1
+            keys.update(item.built.match_keys)
             self.metrics.latency_seconds.observe(max(0.0, now - item.built.created_at))
-            for key in item.built.match_keys:
-                self.metrics.match_keys.labels(key).inc()
+        for name, count in events.items():
+            self.metrics.delivered.labels(event_label(name)).inc(count)
+        for key, count in keys.items():
+            self.metrics.match_keys.labels(key).inc(count)
         self.totals.delivered += len(batch.items)
         if outcome.code != "0":
             log.warning("tiktok_accepted_with_code", message=outcome.message)

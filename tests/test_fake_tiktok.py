@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import signal
 import sys
 import time
@@ -343,13 +344,16 @@ async def test_scripted_retry_after(fake: FakeTikTok, session: aiohttp.ClientSes
 
 
 async def test_scripted_delay_beats_client_timeout_but_is_accepted(
-    fake: FakeTikTok, session: aiohttp.ClientSession
+    fake: FakeTikTok, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A delay longer than the client timeout times the client out; the fake still accepts it."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
     fake.script(Scripted(delay_s=0.5))
     with pytest.raises(TimeoutError):
         await post(session, fake.url, body(event("late")), timeout_s=0.1)
     await wait_until(lambda: fake.accepted_ids() == [("PIXEL1", "Purchase", "late")])
+    assert fake.answers == {0: 1}
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_scripted_delay_within_client_timeout(
@@ -373,8 +377,11 @@ async def test_latency_applies_to_every_answer(
     assert time.monotonic() - started >= 0.05
 
 
-async def test_scripted_drop_disconnects(fake: FakeTikTok, session: aiohttp.ClientSession) -> None:
-    """A dropped answer closes the connection: aiohttp raises ServerDisconnectedError."""
+async def test_scripted_drop_disconnects(
+    fake: FakeTikTok, session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dropped answer closes the connection: aiohttp raises a disconnect and logs nothing."""
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
     fake.script(Scripted(drop=True))
     with pytest.raises(aiohttp.ServerDisconnectedError):
         await post(session, fake.url, body(event()))
@@ -382,6 +389,7 @@ async def test_scripted_drop_disconnects(fake: FakeTikTok, session: aiohttp.Clie
     assert fake.answers == {-1: 1}
     assert fake.requests == 1
     assert (await post(session, fake.url, body(event())))[1]["code"] == 0
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_scripted_empty_body(fake: FakeTikTok, session: aiohttp.ClientSession) -> None:
@@ -525,6 +533,23 @@ async def test_url_and_lifecycle() -> None:
     finally:
         await server.stop()
         await server.stop()
+
+
+async def test_stop_ends_pending_delays(session: aiohttp.ClientSession) -> None:
+    """Stopping the fake cuts a pending scripted delay short and the client sees a disconnect."""
+    server = FakeTikTok(token=TOKEN)
+    await server.start()
+    server.script(Scripted(delay_s=60))
+    request = asyncio.create_task(post(session, server.url, body(event())))
+    try:
+        await wait_until(lambda: server.requests == 1)
+    finally:
+        started = time.monotonic()
+        await server.stop()
+    assert time.monotonic() - started < 5
+    with pytest.raises(aiohttp.ClientError):
+        await asyncio.wait_for(request, timeout=5)
+    assert server.accepted == []
 
 
 def test_non_loopback_host_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
