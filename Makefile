@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv run test lint format demo clean
+.PHONY: venv run test lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +23,19 @@ test: venv
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check forwarder tests
-	$(BIN)/ruff format --check forwarder tests
+	$(BIN)/ruff check forwarder tests bench
+	$(BIN)/ruff format --check forwarder tests bench
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff check --fix forwarder tests
-	$(BIN)/ruff format forwarder tests
+	$(BIN)/ruff check --fix forwarder tests bench
+	$(BIN)/ruff format forwarder tests bench
 
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+bench: venv
+	$(BIN)/python bench/drain.py --events 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

@@ -215,7 +215,8 @@ def main() -> None:
     result = {
         "benchmark": "drain",
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "events": args.events,
         "latency_ms": args.latency_ms,
         "forwarder_events_per_s": round(args.events / forwarder_s),
