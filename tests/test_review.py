@@ -1,0 +1,228 @@
+"""Review findings: each test exposes a defect in the delivery core (they are expected to fail)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import orjson
+import pytest
+from aiohttp import web
+
+from forwarder.backoff import BackoffPolicy
+from forwarder.classify import Verdict, classify
+from forwarder.errors import ConfigError, StoreError
+from forwarder.fake_tiktok import FakeTikTok
+from forwarder.metrics import Metrics
+from forwarder.pacing import Pacer
+from forwarder.payload import BuildOptions
+from forwarder.settings import load_settings
+from forwarder.store.sqlite import SQLiteStore
+from forwarder.tiktok import TRACK_PATH, TikTokClient
+from forwarder.worker import Worker, WorkerConfig
+
+from .conftest import insert
+from .helpers import purchase, query, statuses
+
+TOKEN = "test-token"
+PIXEL = "D34FV3JC77U1PDQ72P1G"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTikTok]:
+    """The project's fake TikTok on a free loopback port."""
+    async with FakeTikTok(token=TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One HTTP session, as the daemon keeps."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+def make_worker(
+    store: SQLiteStore,
+    url: str,
+    session: aiohttp.ClientSession,
+    *,
+    concurrency: int = 4,
+    lease_s: float = 60.0,
+    timeout_s: float = 2.0,
+    drain: bool = True,
+) -> Worker:
+    """A worker on the real wall clock, as the daemon builds it."""
+    config = WorkerConfig(
+        build=BuildOptions(
+            default_pixel=PIXEL,
+            phone_region="US",
+            consent_default="granted",
+            max_age_s=7 * 86400,
+            test_event_code=None,
+        ),
+        backoff=BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
+        poll_interval_s=0.02,
+        lease_s=lease_s,
+        shutdown_grace_s=5.0,
+    )
+    pacer = Pacer(
+        max_limit=concurrency,
+        throttle_max_s=300,
+        probe_max_s=60,
+        retry_after_max_s=600,
+        rng=random.Random(1),
+    )
+    sender = TikTokClient(session, url, TOKEN, timeout_s)
+    return Worker(
+        store, sender, config, pacer, Metrics(), owner="daemon", drain=drain, rng=random.Random(2)
+    )
+
+
+def _undecodable_row(db_path: Path, event_id: str) -> None:
+    """Insert a row whose payload TEXT is not valid UTF-8 (as a C or CLI writer can)."""
+    raw = b'{"user":{"email":"alice@example.com\xff"}}'
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO tiktok_outbox (event_id, event, payload) "
+                f"VALUES (?, 'Purchase', CAST(x'{raw.hex()}' AS TEXT))",
+                (event_id,),
+            )
+    finally:
+        conn.close()
+
+
+# --- Leases our own daemon lets expire -----------------------------------------------------------
+
+
+async def test_queued_batches_keep_their_lease(
+    store: SQLiteStore, db_path: Path, fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """Batches waiting for a request slot keep their lease, so the daemon never rescues and resends its own rows."""
+    # Six destinations (test codes) make six batches from one claim, but only one slot exists;
+    # the last batches wait longer than the lease (lease = 2 x timeout, as app.py requires).
+    fake.latency_s = 0.3
+    insert(db_path, [{**purchase(i), "test_event_code": f"T{i % 6}"} for i in range(60)])
+    worker = make_worker(store, fake.url, session, concurrency=1, lease_s=1.2, timeout_s=0.6)
+    totals = await asyncio.wait_for(worker.run(), 30)
+    ids = fake.accepted_ids()
+    assert totals.rescued == 0, f"the daemon rescued {totals.rescued} rows it still held"
+    assert len(ids) == len(set(ids)) == 60, f"{len(ids) - len(set(ids))} events sent twice"
+
+
+async def test_bisection_keeps_the_lease_of_waiting_halves(
+    store: SQLiteStore, db_path: Path, fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """While a rejected batch is bisected, the halves still waiting keep their lease and are sent once."""
+    fake.latency_s = 0.15
+    fake.poison.add("order-250")  # in the half bisected first
+    fake.poison_names_index = False
+    insert(db_path, [purchase(i) for i in range(256)])
+    worker = make_worker(store, fake.url, session, lease_s=1.0, timeout_s=0.5)
+    totals = await asyncio.wait_for(worker.run(), 60)
+    ids = fake.accepted_ids()
+    assert totals.rescued == 0, f"the daemon rescued {totals.rescued} rows it still held"
+    assert len(ids) == len(set(ids)) == 255, f"{len(ids) - len(set(ids))} events sent twice"
+    assert statuses(db_path) == {"sent": 255, "dead": 1}
+
+
+# --- Poison rows that stop or kill the loop -------------------------------------------------------
+
+
+async def test_deeply_nested_payload_does_not_kill_the_worker(
+    store: SQLiteStore, db_path: Path, fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """A payload nested deeper than orjson.dumps allows is dead-lettered instead of crashing run()."""
+    depth = 300  # orjson.loads accepts up to 1024 levels, orjson.dumps only about 254
+    deep = '{"properties":' + '{"a":' * depth + "1" + "}" * depth + "}"
+    insert(db_path, [purchase(i) for i in range(5)] + [
+        {"event_id": "deep", "event": "Purchase", "payload": deep}
+    ])
+    worker = make_worker(store, fake.url, session)
+    try:
+        totals = await asyncio.wait_for(worker.run(), 30)
+    except TypeError as error:
+        pytest.fail(f"worker.run() died on one row: {type(error).__name__}: {error}")
+    assert totals.delivered == 5
+    assert query(db_path, "SELECT status FROM tiktok_outbox WHERE event_id='deep'") == [("dead",)]
+
+
+async def test_undecodable_row_does_not_stop_delivery(
+    store: SQLiteStore, db_path: Path, fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """A row whose TEXT is not valid UTF-8 is dead-lettered; it does not make every claim fail."""
+    _undecodable_row(db_path, "bad-utf8")
+    insert(db_path, [purchase(i) for i in range(5)])
+    worker = make_worker(store, fake.url, session)
+    try:
+        totals = await asyncio.wait_for(worker.run(), 30)
+    except StoreError as error:
+        pytest.fail(f"every claim failed on one undecodable row: {error}")
+    assert totals.delivered == 5
+
+
+async def test_store_errors_never_carry_row_contents(store: SQLiteStore, db_path: Path) -> None:
+    """A failing claim's StoreError (logged as store_failed, printed by the CLI) holds no raw identifier."""
+    _undecodable_row(db_path, "bad-utf8")
+    now = time.time()
+    message = ""
+    try:
+        await store.claim(10, "daemon", now, now + 60)
+    except StoreError as error:
+        message = str(error)
+    assert "alice@example.com" not in message, message
+    assert statuses(db_path).get("inflight", 0) == 0, "a failed claim left rows inflight"
+
+
+# --- TikTok's answer read in part -----------------------------------------------------------------
+
+
+async def test_a_response_body_in_two_chunks_is_read_whole(session: aiohttp.ClientSession) -> None:
+    """TikTok's code 0 answer that arrives in two TCP chunks is classified accepted, not bad_body."""
+    body = orjson.dumps({"code": 0, "message": "OK", "request_id": "r1", "data": {}})
+
+    async def track(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(body[:10])
+        await asyncio.sleep(0.05)
+        await response.write(body[10:])
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post(TRACK_PATH, track)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        client = TikTokClient(session, f"http://127.0.0.1:{port}", TOKEN, 5.0)
+        answer = await client.send(b'{"event_source":"web","event_source_id":"X","data":[]}')
+    finally:
+        await runner.cleanup()
+    outcome = classify(answer, time.time())
+    assert outcome.verdict is Verdict.ACCEPTED, (outcome.code, answer.body)
+
+
+# --- Secrets --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost.attacker.example", "http://127.0.0.1.attacker.example"]
+)
+def test_plain_http_is_refused_off_loopback(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """TIKTOK_API_URL over plain http is refused unless its host really is loopback (the token travels in clear)."""
+    monkeypatch.setenv("TIKTOK_API_URL", url)
+    with pytest.raises(ConfigError):
+        load_settings(None)
