@@ -8,8 +8,8 @@ import random
 import signal
 import socket
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 
 import aiohttp
 import structlog
@@ -18,12 +18,13 @@ from aiohttp import web
 from forwarder import backoff, payload
 from forwarder.errors import ConfigError
 from forwarder.metrics import Metrics
+from forwarder.notify import Notifier, Progress, keepalive
 from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
 from forwarder.settings import Settings
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
-from forwarder.worker import Totals, Worker, WorkerConfig
+from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker, WorkerConfig
 
 
 def lease_owner() -> str:
@@ -37,6 +38,11 @@ def worker_config(settings: Settings) -> WorkerConfig:
         raise ConfigError(
             "FORWARDER_LEASE must be at least twice FORWARDER_REQUEST_TIMEOUT, "
             "or rows would return to pending while their request is still in flight"
+        )
+    if settings.retention < 2 * 86400:
+        raise ConfigError(
+            "FORWARDER_RETENTION must be at least 2d: TikTok deduplicates for 48 hours, and the "
+            "outbox's unique key must remember an event at least that long"
         )
     if settings.backoff_max < settings.backoff_initial:
         raise ConfigError(
@@ -62,6 +68,8 @@ def worker_config(settings: Settings) -> WorkerConfig:
         shutdown_grace_s=settings.shutdown_grace,
         unknown_code_max_attempts=settings.unknown_code_max_attempts,
         ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
+        retention_s=settings.retention,
+        scrub=not settings.keep_raw_identifiers,
     )
 
 
@@ -93,6 +101,8 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
             "no_default_pixel",
             note="rows without pixel_code will be dead-lettered; set TIKTOK_PIXEL_CODE",
         )
+    notifier = Notifier.from_env()
+    notifier.status("starting: migrating and checking the database")
     store = await open_store(settings.database_url)
     try:
         if migrate:
@@ -121,12 +131,45 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
             )
             runner = await _serve(health, settings.http_addr, log)
             try:
-                with on_stop(worker.stop):
-                    return await worker.run()
+                # Ready only now: migrated, the database answered, the HTTP server listens.
+                notifier.ready(_status_line(worker, pacer))
+
+                def stop() -> None:
+                    notifier.stopping("stopping: finishing in-flight requests")
+                    worker.stop()
+
+                with on_stop(stop):
+                    async with _supervised(notifier, worker, pacer):
+                        return await worker.run()
             finally:
+                notifier.stopping("stopping")
                 await runner.cleanup()
     finally:
         await store.close()
+        notifier.close()
+
+
+def _status_line(worker: Worker, pacer: Pacer) -> str:
+    """The one-line state `systemctl status` shows."""
+    totals = worker.totals
+    state = f"paused ({pacer.paused_reason})" if pacer.paused_reason else "delivering"
+    return f"{state}: {totals.delivered} delivered, {totals.retried} retried, {totals.dead} dead"
+
+
+@asynccontextmanager
+async def _supervised(notifier: Notifier, worker: Worker, pacer: Pacer) -> AsyncIterator[None]:
+    """Ping systemd's watchdog while the worker loop makes passes, for as long as the block runs."""
+    # The loop passes at least every poll interval, or every STORE_RETRY_MAX_S while the
+    # database fails; a loop silent for longer than that plus the watchdog timeout is hung.
+    stale_after_s = (notifier.watchdog_s or 0.0) + STORE_RETRY_MAX_S
+    progress = Progress(lambda: worker.last_tick, stale_after_s)
+    task = asyncio.create_task(keepalive(notifier, progress, lambda: _status_line(worker, pacer)))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 async def _serve(

@@ -20,6 +20,11 @@ class Item:
     built: Built
     data: bytes
 
+    @classmethod
+    def of(cls, built: Built) -> Item:
+        """Serialise *built*'s event; raises TypeError for what JSON cannot carry."""
+        return cls(built, orjson.dumps(built.event))
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -68,7 +73,7 @@ def envelope_size(destination: Destination) -> int:
 
 
 def make_batches(
-    built: Iterable[Built], max_events: int, max_bytes: int
+    items: Iterable[Item], max_events: int, max_bytes: int
 ) -> tuple[list[Batch], list[Item]]:
     """Pack events into batches per destination, in claim order.
 
@@ -81,9 +86,8 @@ def make_batches(
     bases: dict[Destination, int] = {}
     batches: list[Batch] = []
     oversize: list[Item] = []
-    for one in built:
-        item = Item(one, orjson.dumps(one.event))
-        dest = one.destination
+    for item in items:
+        dest = item.built.destination
         base = bases.get(dest) or bases.setdefault(dest, envelope_size(dest))
         if base + len(item.data) > max_bytes:
             oversize.append(item)

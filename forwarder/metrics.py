@@ -96,6 +96,11 @@ KNOWN_CODES = frozenset(
 
 MATCH_KEYS = ("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent")
 
+#: Reasons an event is dead-lettered (payload's malformed/too_old, the worker's oversize,
+#: rejected, unknown_code), exported at 0 from the start so rate() and increase() in the alert
+#: rules see the first dead letter after a restart too.
+DEAD_REASONS = ("malformed", "too_old", "oversize", "rejected", "unknown_code")
+
 
 def event_label(name: str) -> str:
     """Return *name* if it is a standard TikTok event, else ``custom``."""
@@ -184,3 +189,5 @@ class Metrics:
         self.build.info({"version": __version__})
         for key in MATCH_KEYS:
             self.match_keys.labels(key)
+        for reason in DEAD_REASONS:
+            self.dead.labels(reason)

@@ -25,6 +25,7 @@ EVENT_SOURCES = ("web", "app", "offline", "crm")
 DEFAULT_EVENT_SOURCE = "web"
 
 #: DESIGN.md §2: the keys an application may put in ``payload``.
+_LIMITED_DATA_SOURCES = frozenset({"web", "app"})
 PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
 #: §2.2: objects passed through to TikTok as given, in the order they are sent.
 _OBJECT_KEYS = ("properties", "page", "app", "ad", "lead")
@@ -223,7 +224,8 @@ def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
 
 
 def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
-    event_id = _required_text(row.event_id, "event_id")
+    # The dedup key is matched byte for byte against the browser Pixel's: checked, never trimmed.
+    event_id = _required_text(row.event_id, "event_id", trim=False)
     event = _required_text(row.event, "event")  # §2.2: names are case-sensitive, kept as given
     source = _optional_text(row.event_source, "event_source") or DEFAULT_EVENT_SOURCE
     if source not in _EVENT_SOURCE_SET:
@@ -264,7 +266,13 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     if ad_personalization == DENIED:
         limited = True  # §7.3: the sender flags limited data processing
     if limited is not None:
-        out["limited_data_use"] = limited
+        if source in _LIMITED_DATA_SOURCES:
+            out["limited_data_use"] = limited
+        elif limited:
+            # §2.2 and §7.3: TikTok documents limited_data_use for web and app events only.
+            warnings.append(
+                f"limited_data_use not sent: TikTok supports it for web and app, not {source}"
+            )
 
     age = now - event_time
     if age > opts.max_age_s:
@@ -284,13 +292,13 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     )
 
 
-def _required_text(value: object, name: str) -> str:
+def _required_text(value: object, name: str, *, trim: bool = True) -> str:
     if not isinstance(value, str):
         raise _Malformed(f"{name} must be a non-empty string, got {_type_name(value)}")
     text = value.strip()
     if not text:
         raise _Malformed(f"{name} must be a non-empty string, got an empty one")
-    return text
+    return text if trim else value
 
 
 def _optional_text(value: object, name: str) -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -13,6 +15,15 @@ from forwarder.errors import ConfigError
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def parse_duration(value: object) -> object:
@@ -86,6 +97,10 @@ class Settings(BaseSettings):
     )
     phone_region: str = Field("", validation_alias="FORWARDER_PHONE_REGION")
 
+    # Retention.
+    retention: Duration = Field(7 * 86400.0, validation_alias="FORWARDER_RETENTION")
+    keep_raw_identifiers: bool = Field(False, validation_alias="FORWARDER_KEEP_RAW_IDENTIFIERS")
+
     # Logs.
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", validation_alias="FORWARDER_LOG_FORMAT"
@@ -97,8 +112,12 @@ class Settings(BaseSettings):
     @field_validator("tiktok_api_url")
     @classmethod
     def _api_url(cls, value: str) -> str:
-        if not value.startswith(("https://", "http://127.", "http://localhost", "http://[::1]")):
-            raise ValueError("must be an https:// URL (plain http is allowed only on loopback)")
+        url = urlsplit(value)
+        if not url.hostname or url.scheme not in ("https", "http"):
+            raise ValueError("must be an https:// URL such as https://business-api.tiktok.com")
+        if url.scheme == "http" and not _loopback(url.hostname):
+            # The token travels in a header: in clear only to this machine (tests, the demo).
+            raise ValueError("must be https:// (plain http is allowed only on loopback)")
         return value.rstrip("/")
 
     @field_validator("http_addr")

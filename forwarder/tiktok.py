@@ -33,7 +33,14 @@ class TikTokClient:
             async with self._session.post(
                 self._url, data=body, headers=self._headers, timeout=self._timeout
             ) as response:
-                content = await response.content.read(MAX_BODY_BYTES)
+                # Read to the end (an answer may arrive in several chunks), up to a cap.
+                chunks, size = [], 0
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    if size >= MAX_BODY_BYTES:
+                        break
+                content = b"".join(chunks)
                 return ApiResponse(
                     status=response.status,
                     body=content,

@@ -11,14 +11,15 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
+import orjson
 import structlog
 
 from forwarder import backoff, payload
-from forwarder.batching import Batch, make_batches
+from forwarder.batching import Batch, Item, make_batches
 from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
 from forwarder.errors import StoreError, TransportError
 from forwarder.events import OutboxRow
@@ -26,9 +27,17 @@ from forwarder.metrics import Metrics, code_label, event_label
 from forwarder.pacing import Pacer
 from forwarder.store.base import Dead, OutboxStore, Retry
 
+PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
+PRUNE_BATCH = 5000  # rows deleted per statement, so the application's writers get turns
+SHARED_STATE_EVERY_S = 1.0  # how often a throttle another daemon recorded is read
 STORE_RETRY_MAX_S = 30.0  # the longest wait between attempts to reach a failing database
+SETTLE_TRIES = 3  # attempts at writing one request's outcome before leaving it to the lease
 DRAIN_STORE_FAILURES = 5  # a drain run gives up after this many database failures in a row
 THROTTLE_SPREAD_S = 1.0  # rows held back by a throttle come due spread over this window
+ENVELOPE = frozenset({"event", "event_id", "event_time"})  # columns, not payload keys
+
+
+_T = TypeVar("_T")
 
 
 class Sender(Protocol):
@@ -52,6 +61,8 @@ class WorkerConfig:
     shutdown_grace_s: float = 10.0
     unknown_code_max_attempts: int = 5
     ambiguous_code_max_answers: int = 3
+    retention_s: float = 7 * 86400.0
+    scrub: bool = True  # replace a sent row's payload by what was sent (hashed identifiers)
 
 
 @dataclass
@@ -103,7 +114,12 @@ class Worker:
         self._queued = 0  # batches waiting for a free request slot
         self._leased: dict[int, OutboxRow] = {}
         self._next_rescue = 0.0
+        self._next_heartbeat = 0.0
+        self._next_prune = 0.0
+        self._next_shared = 0.0
         self._was_paused: str | None = pacer.paused_reason  # what was last published
+        # A previous run may have left "paused" on record: the first answer publishes anew.
+        self._state_published = False
 
     def stop(self) -> None:
         """Stop claiming; in-flight requests finish within the grace period."""
@@ -119,15 +135,22 @@ class Worker:
         try:
             while not self._stopping.is_set():
                 self.last_tick = self.clock()
-                # Cleared before looking, so a task finishing while we look wakes the next sleep.
+                # Cleared before looking, so a task finishing (or a row arriving) while we look
+                # wakes the next sleep.
                 self._wake.clear()
+                self.store.new_rows.clear()
                 try:
                     progressed = await self._tick()
                     failures = 0
-                except StoreError as error:
+                except Exception as error:  # the loop never dies on data or a flaky database
                     failures += 1
                     wait = min(STORE_RETRY_MAX_S, 0.1 * 2 ** min(failures, 10))
-                    self._log.error("store_failed", error=str(error), retry_in_s=round(wait, 2))
+                    if isinstance(error, StoreError):
+                        self._log.error("store_failed", error=str(error), retry_in_s=round(wait, 2))
+                    else:
+                        self._log.exception(
+                            "loop_failed", error=type(error).__name__, retry_in_s=round(wait, 2)
+                        )
                     if self.drain and failures >= DRAIN_STORE_FAILURES:
                         raise
                     await self._sleep(wait)
@@ -143,8 +166,16 @@ class Worker:
         return self.totals
 
     async def _tick(self) -> bool:
-        """Rescue expired leases, then claim what free request slots can carry."""
+        """Keep our leases, rescue expired ones, prune, then claim what free slots can carry."""
         now = self.clock()
+        if now >= self._next_heartbeat:
+            # Rows waiting for a slot or for a bisection step are still ours: extend their
+            # leases long before they run out, so no daemon (this one included) rescues them.
+            self._next_heartbeat = now + self.config.lease_s / 4
+            if self._leased:
+                await self.store.extend_lease(
+                    list(self._leased), self.owner, now + self.config.lease_s
+                )
         if now >= self._next_rescue:
             self._next_rescue = now + self.config.lease_s / 4
             rescued = await self.store.rescue_expired(now)
@@ -152,6 +183,15 @@ class Worker:
                 self.totals.rescued += rescued
                 self.metrics.rescued.inc(rescued)
                 self._log.warning("leases_rescued", rows=rescued)
+        if now >= self._next_prune:
+            pruned = await self.store.prune_sent(now - self.config.retention_s, PRUNE_BATCH)
+            # A full batch means more is waiting: come back soon, between claims.
+            self._next_prune = now + (1.0 if pruned == PRUNE_BATCH else PRUNE_EVERY_S)
+            if pruned:
+                self._log.info("sent_rows_pruned", rows=pruned)
+        if now >= self._next_shared:
+            self._next_shared = now + SHARED_STATE_EVERY_S
+            await self._read_shared_throttle(now)
         free = self.pacer.slots(now) - self._queued
         if free <= 0:
             return False
@@ -162,21 +202,36 @@ class Worker:
         await self._dispatch(rows, now)
         return True
 
+    async def _read_shared_throttle(self, now: float) -> None:
+        """Honour a rate-limit pause another daemon sharing this token recorded."""
+        state = await self.store.get_state("throttle")
+        if not state or state.get("owner") == self.owner:
+            return
+        until = state.get("until")
+        if isinstance(until, (int, float)) and until > max(now, self.pacer.throttled_until):
+            self.pacer.throttled_until = float(until)
+            self._log.info("shared_throttle", resume_in_s=round(until - now, 2))
+
     async def _dispatch(self, rows: Sequence[OutboxRow], now: float) -> None:
         """Build events, dead-letter the refused ones, and start a task per batch."""
         for row in rows:
             self._leased[row.id] = row
-        built: list[payload.Built] = []
+        items: list[Item] = []
         dead: list[Dead] = []
         for row in rows:
-            result = payload.build(row, self.config.build, now)
-            if isinstance(result, payload.Refused):
-                dead.append(Dead(result.row_id, result.code, result.reason))
+            try:
+                result = payload.build(row, self.config.build, now)
+                if isinstance(result, payload.Refused):
+                    dead.append(Dead(result.row_id, result.code, result.reason))
+                    continue
+                items.append(Item.of(result))
+            except Exception as error:  # one unreadable row must not stop the others
+                reason = f"the row could not be turned into a TikTok event ({type(error).__name__})"
+                dead.append(Dead(row.id, "malformed", reason))
                 continue
             if result.warnings:
                 self._log.warning("event_warnings", row_id=row.id, warnings=list(result.warnings))
-            built.append(result)
-        batches, oversize = make_batches(built, self.config.max_events, self.config.max_bytes)
+        batches, oversize = make_batches(items, self.config.max_events, self.config.max_bytes)
         dead.extend(
             Dead(
                 item.built.row_id,
@@ -202,11 +257,18 @@ class Worker:
             self._log.error("delivery_task_failed", error=f"{type(error).__name__}: {error}")
 
     async def _sleep(self, seconds: float) -> None:
-        """Wait until *seconds* pass, a task finishes, or stop() is called."""
+        """Wait until *seconds* pass, a task finishes, a row arrives, or stop() is called."""
         if seconds <= 0 or self._stopping.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        waits = {
+            asyncio.ensure_future(self._wake.wait()),
+            asyncio.ensure_future(self.store.new_rows.wait()),
+        }
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     async def _deliver(self, batch: Batch) -> None:
         """Send *batch*, then every sub-batch a rejection leaves to resend."""
@@ -301,6 +363,9 @@ class Worker:
                 resume_in_s=round(until - now, 2),
                 concurrency_limit=self.pacer.limit,
             )
+            # Daemons sharing the token share TikTok's rate limit: tell them to hold back too.
+            shared = {"until": until, "owner": self.owner, "code": outcome.code}
+            await self._store_call(lambda: self.store.set_state("throttle", shared, now))
             retries = [Retry(i, until + self.rng.uniform(0, THROTTLE_SPREAD_S)) for i in ids]
             await self._reschedule(
                 retries, outcome.code, outcome.message, outcome.request_id, False, now, "throttle"
@@ -328,9 +393,24 @@ class Worker:
             await self._rejected(batch, outcome, queue, now, log)
 
     async def _accepted(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
-        await self._store_call(
-            self.store.mark_sent(batch.row_ids(), self.owner, outcome.code, outcome.request_id, now)
+        scrubbed = None
+        if self.config.scrub:
+            # Keep what was sent (hashed identifiers), not the raw e-mail addresses and phones.
+            scrubbed = [
+                orjson.dumps(
+                    {k: v for k, v in item.built.event.items() if k not in ENVELOPE}
+                ).decode()
+                for item in batch.items
+            ]
+        changed = await self._store_call(
+            lambda: self.store.mark_sent(
+                batch.row_ids(), self.owner, outcome.code, outcome.request_id, now, scrubbed
+            )
         )
+        if changed != len(batch.items):
+            # Our lease ran out and the rows were claimed again: they will be sent again and
+            # TikTok deduplicates them by event_id. Worth knowing; nothing is lost.
+            log.warning("lease_lost", rows=len(batch.items) - changed)
         # Count per label once per request, not per event: this runs tens of thousands of
         # times a second.
         events: Counter[str] = Counter()
@@ -349,8 +429,10 @@ class Worker:
             log.warning("tiktok_accepted_with_code", message=outcome.message)
         else:
             log.debug("batch_delivered")
-        if self.pacer.on_accepted():
+        resumed = self.pacer.on_accepted()
+        if resumed:
             log.info("destination_resumed")
+        if resumed or not self._state_published:
             await self._paused_changed(now, outcome)
         self.metrics.concurrency_limit.set(self.pacer.limit)
 
@@ -382,6 +464,23 @@ class Worker:
         self, batch: Batch, outcome: Outcome, queue: list[Batch], now: float, log: Any
     ) -> None:
         """Dead-letter only the events TikTok refused; queue the rest to resend."""
+        if outcome.whole_request and batch.destination.pixel == self.config.build.default_pixel:
+            # TikTok refuses the request's own fields for the configured pixel: a configuration
+            # fault (TIKTOK_PIXEL_CODE, the token's pixels), not the events'. Pause, lose nothing.
+            probe_at = self.pacer.on_pause(now, f"config_{outcome.code}")
+            await self._paused_changed(now, outcome)
+            log.error(
+                "destination_paused",
+                reason=self.pacer.paused_reason,
+                message=outcome.message,
+                next_probe_in_s=round(probe_at - now, 2),
+                hint="check TIKTOK_PIXEL_CODE and TIKTOK_TEST_EVENT_CODE",
+            )
+            retries = [Retry(i, probe_at) for i in batch.row_ids()]
+            await self._reschedule(
+                retries, outcome.code, outcome.message, outcome.request_id, False, now, "pause"
+            )
+            return
         reason = f"TikTok rejected the event (code {outcome.code}): {outcome.message}"
         index = outcome.bad_index
         if outcome.whole_request or len(batch.items) == 1:
@@ -404,15 +503,16 @@ class Worker:
         if rest:
             ids = [i for b in rest for i in b.row_ids()]
             await self._store_call(
-                self.store.extend_lease(ids, self.owner, now + self.config.lease_s)
+                lambda: self.store.extend_lease(ids, self.owner, now + self.config.lease_s)
             )
             queue.extend(rest)
 
     async def _paused_changed(self, now: float, outcome: Outcome) -> None:
         """Publish a pause or a resume: metrics and the state `forwarder status` reads."""
         reason = self.pacer.paused_reason
-        if reason == self._was_paused:
+        if reason == self._was_paused and self._state_published:
             return
+        self._state_published = True
         if self._was_paused is not None:
             self.metrics.paused.labels(self._was_paused).set(0)
         if reason is not None:
@@ -425,7 +525,7 @@ class Worker:
             "since": self.pacer.paused_since if reason else None,
             "owner": self.owner,
         }
-        await self._store_call(self.store.set_state("destination", state, now))
+        await self._store_call(lambda: self.store.set_state("destination", state, now))
 
     async def _reschedule(
         self,
@@ -440,7 +540,7 @@ class Worker:
         if not retries:
             return
         await self._store_call(
-            self.store.reschedule(
+            lambda: self.store.reschedule(
                 retries, self.owner, code, message, request_id, count_attempt, now
             )
         )
@@ -459,7 +559,7 @@ class Worker:
         reason: str | None = None,
     ) -> None:
         await self._store_call(
-            self.store.mark_dead(dead, self.owner, request_id, count_attempt, now)
+            lambda: self.store.mark_dead(dead, self.owner, request_id, count_attempt, now)
         )
         for item in dead:
             self._leased.pop(item.row_id, None)
@@ -470,14 +570,27 @@ class Worker:
         )
 
     async def _release(self, ids: list[int], now: float) -> None:
-        await self._store_call(self.store.release(ids, self.owner, now))
+        await self._store_call(lambda: self.store.release(ids, self.owner, now))
         for row_id in ids:
             self._leased.pop(row_id, None)
         self.totals.released += len(ids)
 
-    async def _store_call(self, call: Any) -> Any:
-        """Await a settling write; shielded so a cancelled task still records what TikTok said."""
-        return await asyncio.shield(call)
+    async def _store_call(self, make: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a settling write, retried a few times; shielded so a cancelled task still
+        records what TikTok said (a lost write means a resend once the lease expires)."""
+
+        async def attempts() -> _T:
+            for attempt in range(1, SETTLE_TRIES + 1):
+                try:
+                    return await make()
+                except StoreError as error:
+                    if attempt == SETTLE_TRIES:
+                        raise
+                    self._log.warning("settle_retry", error=str(error), attempt=attempt)
+                    await asyncio.sleep(0.25 * 2**attempt)
+            raise AssertionError("unreachable")
+
+        return await asyncio.shield(attempts())
 
     async def _shutdown(self) -> None:
         """Let in-flight requests finish within the grace period, then give back every lease."""

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import orjson
 
-from forwarder.batching import Batch, envelope_size, make_batches
+from forwarder.batching import Batch, Item, envelope_size, make_batches
 from forwarder.payload import Built, Destination
 
 WEB = Destination("web", "PIXEL1", None)
 
 
-def _built(i: int, dest: Destination = WEB, pad: int = 0) -> Built:
+def _built(i: int, dest: Destination = WEB, pad: int = 0) -> Item:
     event = {"event": "Purchase", "event_time": 1, "event_id": f"e{i}", "x": "p" * pad}
-    return Built(
+    built = Built(
         row_id=i,
         destination=dest,
         event=event,
@@ -20,6 +20,7 @@ def _built(i: int, dest: Destination = WEB, pad: int = 0) -> Built:
         warnings=(),
         created_at=0.0,
     )
+    return Item.of(built)
 
 
 def test_count_cap() -> None:

@@ -464,11 +464,21 @@ def test_event_source_defaults_to_web() -> None:
     assert built(make_row(event_source="crm")).destination.event_source == "crm"
 
 
-def test_event_name_and_id_are_only_trimmed() -> None:
-    """event and event_id lose surrounding spaces but keep their case (names are case-sensitive)."""
+def test_event_name_is_trimmed_and_event_id_kept_exactly() -> None:
+    """event loses surrounding spaces; event_id, the Pixel dedup key, is sent byte for byte."""
     event = built(make_row(event=" purchase ", event_id=" Order-ABC ")).event
     assert event["event"] == "purchase"
-    assert event["event_id"] == "Order-ABC"
+    assert event["event_id"] == " Order-ABC "
+
+
+def test_limited_data_use_only_for_web_and_app() -> None:
+    """limited_data_use is sent for web and app events, and left out (with a warning) otherwise."""
+    denied = '{"consent": {"ad_personalization": "denied"}}'
+    assert built(make_row(payload=denied)).event["limited_data_use"] is True
+    assert built(make_row(payload=denied, event_source="app")).event["limited_data_use"] is True
+    offline = built(make_row(payload=denied, event_source="offline"))
+    assert "limited_data_use" not in offline.event
+    assert any("limited_data_use" in w for w in offline.warnings)
 
 
 @pytest.mark.parametrize("payload", [None, "", b"", b"{}", bytearray(b"{}"), "{}"])

@@ -23,7 +23,7 @@ def _events(n: int, **extra: object) -> list[dict[str, object]]:
 
 def test_migrate_is_idempotent(db_path: Path) -> None:
     """A second migrate applies nothing and keeps the schema."""
-    assert migrate_sync(db_path) == ["0001_outbox"]
+    assert migrate_sync(db_path) == ["0001_outbox", "0002_operations"]
     assert migrate_sync(db_path) == []
     conn = sqlite3.connect(db_path)
     names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
@@ -36,7 +36,7 @@ async def test_concurrent_migrations_apply_once(db_path: Path) -> None:
     results = await asyncio.gather(
         asyncio.to_thread(migrate_sync, db_path), asyncio.to_thread(migrate_sync, db_path)
     )
-    assert sorted(results, key=len) == [[], ["0001_outbox"]]
+    assert sorted(results, key=len) == [[], ["0001_outbox", "0002_operations"]]
 
 
 def test_wal_mode_is_set(db_path: Path) -> None:

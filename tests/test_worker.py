@@ -186,14 +186,29 @@ async def test_poison_event_is_isolated(harness: Harness, db_path: Path, names_i
 
 
 async def test_whole_request_rejection_is_not_bisected(harness: Harness, db_path: Path) -> None:
-    """A 40002 naming a top-level field dead-letters the request's events without splitting."""
-    insert(db_path, [purchase(i) for i in range(50)])
+    """A 40002 naming a top-level field, for a row's own pixel, kills those rows unsplit."""
+    insert(db_path, [{**purchase(i), "pixel_code": "TYPO-PIXEL"} for i in range(50)])
     harness.fake.script(
         Scripted(code=40002, message="Invalid value for event_source_id: not a valid string.")
     )
     await harness.drain()
     assert statuses(db_path) == {"dead": 50}
     assert harness.fake.requests == 1
+
+
+async def test_bad_default_pixel_pauses_instead_of_killing(harness: Harness, db_path: Path) -> None:
+    """The same rejection for the configured default pixel is a configuration fault: pause."""
+    insert(db_path, [purchase(i) for i in range(50)])
+    harness.fake.script(
+        Scripted(code=40002, message="Invalid value for event_source_id: not a valid string.")
+    )
+    totals = await harness.drain()
+    assert totals.paused_reason == "config_40002"
+    assert statuses(db_path) == {"pending": 50}
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(0,)]
+    harness.clock.advance(5)
+    await harness.drain()
+    assert statuses(db_path) == {"sent": 50}
 
 
 @pytest.mark.parametrize(

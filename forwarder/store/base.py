@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -50,13 +51,65 @@ class Summary:
     state: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class DeadFilter:
+    """Which dead rows an operator command applies to; empty fields match everything."""
+
+    codes: tuple[str, ...] = ()
+    events: tuple[str, ...] = ()
+    since: float | None = None  # dead at or after this Unix time
+    ids: tuple[int, ...] = ()
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RowDetail:
+    """One outbox row as an operator sees it."""
+
+    id: int
+    event_id: str
+    event: str
+    event_time: int | None
+    payload: str
+    pixel_code: str | None
+    event_source: str
+    test_event_code: str | None
+    status: str
+    attempts: int
+    next_attempt_at: float
+    last_code: str | None
+    last_error: str | None
+    request_id: str | None
+    created_at: float
+    updated_at: float | None
+    sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRecord:
+    """The failure a dead letter had when an operator replayed it."""
+
+    replayed_at: float
+    attempts: int
+    last_code: str | None
+    last_error: str | None
+    request_id: str | None
+    dead_at: float | None
+
+
 class OutboxStore(Protocol):
     """The outbox table, seen through the operations the daemon needs.
 
     Every settling method takes the lease *owner* and touches only rows still ``inflight``
     under that owner, so a row whose lease expired and was claimed again is never overwritten.
     Each call is one transaction.
+
+    ``new_rows`` is set by a store that hears of inserts (PostgreSQL's LISTEN/NOTIFY); the
+    worker clears it before it claims and wakes up when it is set. A store that cannot hear of
+    inserts (SQLite) never sets it, and the worker polls.
     """
+
+    new_rows: asyncio.Event
 
     async def migrate(self) -> list[str]:
         """Apply the migrations not yet applied; return their names."""
@@ -69,9 +122,18 @@ class OutboxStore(Protocol):
         ...
 
     async def mark_sent(
-        self, ids: Sequence[int], owner: str, code: str, request_id: str | None, now: float
+        self,
+        ids: Sequence[int],
+        owner: str,
+        code: str,
+        request_id: str | None,
+        now: float,
+        payloads: Sequence[str] | None = None,
     ) -> int:
-        """Mark rows sent (TikTok accepted them); count an attempt; return how many changed."""
+        """Mark rows sent (TikTok accepted them); count an attempt; return how many changed.
+
+        *payloads*, parallel to *ids*, replace the stored payloads (raw identifiers scrubbed).
+        """
         ...
 
     async def reschedule(
@@ -124,6 +186,34 @@ class OutboxStore(Protocol):
 
     async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:
         """Record a piece of daemon state other processes read."""
+        ...
+
+    async def dead_rows(self, where: DeadFilter) -> list[RowDetail]:
+        """Dead rows matching *where*, oldest first."""
+        ...
+
+    async def replay_dead(self, where: DeadFilter, now: float, batch: int = 1000) -> int:
+        """Return matching dead rows to pending in batches, recording their failure first."""
+        ...
+
+    async def purge_dead(self, where: DeadFilter, batch: int = 1000) -> int:
+        """Delete matching dead rows in batches."""
+        ...
+
+    async def find(self, event_id: str) -> list[tuple[RowDetail, list[ReplayRecord]]]:
+        """Every row with this event_id (any pixel or event name), with its replays."""
+        ...
+
+    async def prune_sent(self, before: float, limit: int) -> int:
+        """Delete at most *limit* rows sent before *before*; return how many."""
+        ...
+
+    async def applied_migrations(self) -> list[str]:
+        """Names of the migrations applied to this database."""
+        ...
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        """Read one key of the daemon state (None when absent)."""
         ...
 
     async def ping(self) -> None:

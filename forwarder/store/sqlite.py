@@ -15,7 +15,15 @@ import orjson
 from forwarder import migrate
 from forwarder.errors import MigrationError, StoreError
 from forwarder.events import DEAD, INFLIGHT, PENDING, STATUSES, OutboxRow
-from forwarder.store.base import Dead, NewEvent, Retry, Summary
+from forwarder.store.base import (
+    Dead,
+    DeadFilter,
+    NewEvent,
+    ReplayRecord,
+    Retry,
+    RowDetail,
+    Summary,
+)
 
 CLAIM = """
 UPDATE tiktok_outbox
@@ -35,6 +43,18 @@ UPDATE tiktok_outbox
        last_code = :code, last_error = NULL, request_id = :request_id,
        lease_owner = NULL, lease_until = NULL
  WHERE id IN (SELECT value FROM json_each(:ids))
+   AND status = 'inflight' AND lease_owner = :owner
+"""
+
+# The same, replacing each payload (raw identifiers scrubbed); rows travel as [[id, payload]].
+MARK_SENT_SCRUBBED = """
+UPDATE tiktok_outbox
+   SET status = 'sent', attempts = attempts + 1, sent_at = :now, updated_at = :now,
+       last_code = :code, last_error = NULL, request_id = :request_id,
+       lease_owner = NULL, lease_until = NULL, payload = scrubbed.payload
+  FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS payload
+          FROM json_each(:rows)) AS scrubbed
+ WHERE tiktok_outbox.id = scrubbed.id
    AND status = 'inflight' AND lease_owner = :owner
 """
 
@@ -98,15 +118,50 @@ LAG = """
 SELECT min(created_at), min(next_attempt_at) FROM tiktok_outbox WHERE status = 'pending'
 """
 
+# Two halves, each served by its partial index, so a table of millions of sent rows is not read.
 RECENT_CODES = """
-SELECT last_code, count(*) FROM tiktok_outbox
- WHERE status IN ('pending', 'dead') AND last_code IS NOT NULL AND updated_at >= :since
- GROUP BY last_code ORDER BY count(*) DESC LIMIT 20
+SELECT last_code, count(*) FROM (
+    SELECT last_code FROM tiktok_outbox
+     WHERE status = 'pending' AND next_attempt_at >= 0
+       AND last_code IS NOT NULL AND updated_at >= :since
+    UNION ALL
+    SELECT last_code FROM tiktok_outbox
+     WHERE status = 'dead' AND updated_at >= :since
+) GROUP BY last_code ORDER BY count(*) DESC LIMIT 20
 """
 
 SET_STATE = """
 INSERT INTO forwarder_state (key, value, updated_at) VALUES (:key, :value, :now)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+"""
+
+DETAIL_COLUMNS = """
+id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code, status,
+attempts, next_attempt_at, last_code, last_error, request_id, created_at, updated_at, sent_at
+"""
+
+REPLAY_RECORD = """
+INSERT INTO tiktok_outbox_replays
+       (outbox_id, replayed_at, attempts, last_code, last_error, request_id, dead_at)
+SELECT id, :now, attempts, last_code, last_error, request_id, updated_at
+  FROM tiktok_outbox WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'dead'
+"""
+
+REPLAY = """
+UPDATE tiktok_outbox
+   SET status = 'pending', attempts = 0, next_attempt_at = 0, updated_at = :now
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'dead'
+"""
+
+PURGE = """
+DELETE FROM tiktok_outbox WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'dead'
+"""
+
+PRUNE_SENT = """
+DELETE FROM tiktok_outbox
+ WHERE id IN (SELECT id FROM tiktok_outbox
+               WHERE status = 'sent' AND sent_at < :before
+               LIMIT :limit)
 """
 
 MIGRATIONS_TABLE = """
@@ -125,6 +180,35 @@ def _ids(ids: Sequence[int]) -> str:
 
 def _fail(action: str, error: sqlite3.Error) -> StoreError:
     return StoreError(f"SQLite failed to {action}: {error}")
+
+
+def dead_where(where: DeadFilter) -> tuple[str, dict[str, Any]]:
+    """The SQL condition and parameters selecting the dead rows *where* names.
+
+    The SQL is built from fixed fragments only; every value travels as a parameter.
+    """
+    clauses = ["status = 'dead'"]
+    params: dict[str, Any] = {}
+    if where.codes:
+        clauses.append("last_code IN (SELECT value FROM json_each(:codes))")
+        params["codes"] = orjson.dumps(list(where.codes)).decode()
+    if where.events:
+        clauses.append("event IN (SELECT value FROM json_each(:events))")
+        params["events"] = orjson.dumps(list(where.events)).decode()
+    if where.since is not None:
+        clauses.append("updated_at >= :since")
+        params["since"] = where.since
+    if where.ids:
+        clauses.append("id IN (SELECT value FROM json_each(:ids_filter))")
+        params["ids_filter"] = _ids(where.ids)
+    return " AND ".join(clauses), params
+
+
+def _text(value: bytes) -> str:
+    """Decode TEXT leniently: an application may store invalid UTF-8, and one such row must
+    become a dead letter (the payload builder refuses it), not an error on every claim whose
+    message would quote the row's raw contents."""
+    return value.decode("utf-8", "surrogateescape")
 
 
 def _connect_sync(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
@@ -191,28 +275,45 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
 class SQLiteStore:
     """The outbox store on one SQLite file, through one aiosqlite connection."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection, busy_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        conn: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        busy_timeout_ms: int,
+    ) -> None:
         self.path = path
         self._conn = conn
+        # Reads for status, metrics and operators go through their own connection: under WAL
+        # they neither wait for nor delay the worker's claims and settles.
+        self._reader = reader
+        self._read_lock = asyncio.Lock()
         self._busy_timeout_ms = busy_timeout_ms
         # One connection serves one transaction at a time.
         self._lock = asyncio.Lock()
+        #: Never set: SQLite cannot tell us about another process's inserts, so the worker polls.
+        self.new_rows = asyncio.Event()
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
         """Connect to *path*, creating its folder; the schema is made by migrate()."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(
-                path, isolation_level=None, timeout=busy_timeout_ms / 1000
-            )
-            await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            # WAL + NORMAL: a commit survives a crash of the daemon; a power cut may undo the
-            # last "sent" marks, which only resends events TikTok deduplicates by event_id.
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            conn = await cls._connect(path, busy_timeout_ms)
+            reader = await cls._connect(path, busy_timeout_ms)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open SQLite database {path}: {error}") from error
-        return cls(path, conn, busy_timeout_ms)
+        return cls(path, conn, reader, busy_timeout_ms)
+
+    @staticmethod
+    async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        conn.text_factory = _text
+        await conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        # WAL + NORMAL: a commit survives a crash of the daemon; a power cut may undo the last
+        # "sent" marks, which only resends events TikTok deduplicates by event_id.
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        return conn
 
     async def migrate(self) -> list[str]:
         """Apply pending migrations (in a thread: it uses its own blocking connection)."""
@@ -251,16 +352,28 @@ class SQLiteStore:
         async with self._lock:
             try:
                 rows = await self._conn.execute_fetchall(CLAIM, params)
-            except sqlite3.Error as error:
-                raise _fail("claim rows", error) from error
+            except (sqlite3.Error, ValueError) as error:
+                # A statement that failed half-way must not keep SQLite's write lock.
+                if self._conn.in_transaction:
+                    await self._conn.rollback()
+                raise StoreError(f"SQLite failed to claim rows: {type(error).__name__}") from None
         return [OutboxRow(*row) for row in rows]
 
     async def mark_sent(
-        self, ids: Sequence[int], owner: str, code: str, request_id: str | None, now: float
+        self,
+        ids: Sequence[int],
+        owner: str,
+        code: str,
+        request_id: str | None,
+        now: float,
+        payloads: Sequence[str] | None = None,
     ) -> int:
-        """Mark *ids* sent in one statement."""
-        params = {"ids": _ids(ids), "owner": owner, "code": code, "request_id": request_id}
-        return await self._write("mark rows sent", MARK_SENT, {**params, "now": now})
+        """Mark *ids* sent in one statement, replacing their payloads if given."""
+        params = {"owner": owner, "code": code, "request_id": request_id, "now": now}
+        if payloads is None:
+            return await self._write("mark rows sent", MARK_SENT, {**params, "ids": _ids(ids)})
+        rows = orjson.dumps([[i, p] for i, p in zip(ids, payloads, strict=True)]).decode()
+        return await self._write("mark rows sent", MARK_SENT_SCRUBBED, {**params, "rows": rows})
 
     async def reschedule(
         self,
@@ -346,16 +459,23 @@ class SQLiteStore:
 
     async def summary(self, now: float) -> Summary:
         """Counts by status, lag, recent failure codes and the daemon's recorded state."""
-        async with self._lock:
+        async with self._read_lock:
             try:
-                (total, pending, inflight, dead), *_ = await self._conn.execute_fetchall(COUNTS)
-                (oldest, next_due), *_ = await self._conn.execute_fetchall(LAG)
-                codes = await self._conn.execute_fetchall(
-                    RECENT_CODES, {"since": now - RECENT_WINDOW_S}
-                )
-                state_rows = await self._conn.execute_fetchall(
-                    "SELECT key, value FROM forwarder_state"
-                )
+                # One read transaction, so the figures are of one moment.
+                await self._reader.execute("BEGIN")
+                try:
+                    (total, pending, inflight, dead), *_ = await self._reader.execute_fetchall(
+                        COUNTS
+                    )
+                    (oldest, next_due), *_ = await self._reader.execute_fetchall(LAG)
+                    codes = await self._reader.execute_fetchall(
+                        RECENT_CODES, {"since": now - RECENT_WINDOW_S}
+                    )
+                    state_rows = await self._reader.execute_fetchall(
+                        "SELECT key, value FROM forwarder_state"
+                    )
+                finally:
+                    await self._reader.execute("COMMIT")
             except sqlite3.Error as error:
                 raise _fail("read the status", error) from error
         counts = dict.fromkeys(STATUSES, 0)
@@ -374,6 +494,102 @@ class SQLiteStore:
         params = {"key": key, "value": orjson.dumps(value).decode(), "now": now}
         await self._write("record state", SET_STATE, params)
 
+    async def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[Any]:
+        async with self._read_lock:
+            try:
+                return list(await self._reader.execute_fetchall(sql, params))
+            except sqlite3.Error as error:
+                raise _fail(action, error) from error
+
+    async def dead_rows(self, where: DeadFilter) -> list[RowDetail]:
+        """Dead rows matching *where*, oldest first."""
+        condition, params = dead_where(where)
+        sql = f"SELECT {DETAIL_COLUMNS} FROM tiktok_outbox WHERE {condition} ORDER BY id"
+        if where.limit is not None:
+            sql += " LIMIT :limit"
+            params["limit"] = where.limit
+        return [RowDetail(*row) for row in await self._read("list dead rows", sql, params)]
+
+    async def _dead_batches(
+        self, action: str, where: DeadFilter, batch: int, statements: Sequence[str], now: float
+    ) -> int:
+        """Apply *statements* to matching dead rows, *batch* rows per transaction."""
+        condition, params = dead_where(where)
+        select = f"SELECT id FROM tiktok_outbox WHERE {condition} ORDER BY id LIMIT :batch"
+        done = 0
+        while where.limit is None or done < where.limit:
+            size = batch if where.limit is None else min(batch, where.limit - done)
+            async with self._lock:
+                try:
+                    await self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        found = list(
+                            await self._conn.execute_fetchall(select, {**params, "batch": size})
+                        )
+                        ids = _ids([row[0] for row in found])
+                        for statement in statements:
+                            await self._conn.execute(statement, {"ids": ids, "now": now})
+                        await self._conn.execute("COMMIT")
+                    except BaseException:
+                        await self._conn.execute("ROLLBACK")
+                        raise
+                except sqlite3.Error as error:
+                    raise _fail(action, error) from error
+            done += len(found)
+            if len(found) < size:
+                break
+        return done
+
+    async def replay_dead(self, where: DeadFilter, now: float, batch: int = 1000) -> int:
+        """Return matching dead rows to pending in batches, recording their failure first."""
+        return await self._dead_batches(
+            "replay dead rows", where, batch, (REPLAY_RECORD, REPLAY), now
+        )
+
+    async def purge_dead(self, where: DeadFilter, batch: int = 1000) -> int:
+        """Delete matching dead rows in batches."""
+        return await self._dead_batches("purge dead rows", where, batch, (PURGE,), 0.0)
+
+    async def find(self, event_id: str) -> list[tuple[RowDetail, list[ReplayRecord]]]:
+        """Every row with this event_id, with the failures it had when it was replayed."""
+        rows = await self._read(
+            "find the event",
+            f"SELECT {DETAIL_COLUMNS} FROM tiktok_outbox WHERE event_id = :event_id ORDER BY id",
+            {"event_id": event_id},
+        )
+        found = []
+        for row in rows:
+            replays = await self._read(
+                "read replays",
+                "SELECT replayed_at, attempts, last_code, last_error, request_id, dead_at"
+                " FROM tiktok_outbox_replays WHERE outbox_id = :id ORDER BY id",
+                {"id": row[0]},
+            )
+            found.append((RowDetail(*row), [ReplayRecord(*r) for r in replays]))
+        return found
+
+    async def prune_sent(self, before: float, limit: int) -> int:
+        """Delete at most *limit* rows sent before *before*."""
+        params = {"before": before, "limit": limit}
+        return await self._write("prune sent rows", PRUNE_SENT, params)
+
+    async def applied_migrations(self) -> list[str]:
+        """Names of the applied migrations (none on a database never migrated)."""
+        try:
+            rows = await self._read(
+                "read migrations", "SELECT name FROM forwarder_migrations ORDER BY name", {}
+            )
+        except StoreError:
+            return []
+        return [name for (name,) in rows]
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        """Read one key of forwarder_state."""
+        rows = await self._read(
+            "read state", "SELECT value FROM forwarder_state WHERE key = :key", {"key": key}
+        )
+        return orjson.loads(rows[0][0]) if rows else None
+
     async def ping(self) -> None:
         """Check that the outbox table answers."""
         async with self._lock:
@@ -383,5 +599,6 @@ class SQLiteStore:
                 raise _fail("reach the outbox table", error) from error
 
     async def close(self) -> None:
-        """Close the connection."""
+        """Close the connections."""
         await self._conn.close()
+        await self._reader.close()
