@@ -1,8 +1,8 @@
-"""The ``forwarder`` command: run, migrate, enqueue, status.
+"""The ``forwarder`` command: run, migrate, enqueue, status (and tools.py's dead, inspect, check).
 
-Exit codes: 0 done; 1 a runtime failure (database unreachable, unexpected error);
-2 a bad setting or bad usage; 3 ``run --once`` stopped with the destination paused
-(credentials); 4 ``enqueue`` refused the event.
+Exit codes: 0 done; 1 a runtime failure (database unreachable, unexpected error, a failed
+check); 2 a bad setting or bad usage (also `dead purge` without --yes); 3 ``run --once`` stopped
+with the destination paused (credentials); 4 the event was refused (`enqueue`, `check --payload`).
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
 
-from forwarder import __version__, app, logs, payload
+from forwarder import __version__, app, logs, payload, tools
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
 from forwarder.settings import Settings, load_settings
@@ -53,6 +53,11 @@ def parser() -> argparse.ArgumentParser:
     enqueue.add_argument("file", nargs="?", default="-", help="a JSON file, or - for stdin")
     status = sub.add_parser("status", help="show the outbox and the destination")
     status.add_argument("--json", action="store_true", help="print JSON")
+    run.set_defaults(func=_run)
+    sub.choices["migrate"].set_defaults(func=_migrate)
+    enqueue.set_defaults(func=_enqueue)
+    status.set_defaults(func=_status)
+    tools.add_parsers(sub)
     return top
 
 
@@ -62,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
         logs.configure(settings.log_format, settings.log_level)
-        command = {"run": _run, "migrate": _migrate, "enqueue": _enqueue, "status": _status}
-        return command[args.command](settings, args)
+        command: Callable[[Settings, argparse.Namespace], int] = args.func
+        return command(settings, args)
     except ConfigError as error:
         print(f"forwarder: {error}", file=sys.stderr)
         return EXIT_CONFIG
