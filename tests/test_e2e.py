@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -348,3 +349,37 @@ async def test_enqueue_and_status(db_path: Path, fake: FakeTikTok, setup: dict[s
     code, out, _ = await finish(await forwarder(setup, "status"))
     assert code == 0
     assert "pending 1" in out and "delivering" in out
+
+
+async def test_application_inserts_while_the_daemon_drains(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str]
+) -> None:
+    """An application's single-row transactions never fail while the daemon drains a backlog."""
+    insert_rows(db_path, [purchase(i) for i in range(20_000)])
+    daemon = await forwarder(setup, "run")
+    failures: list[str] = []
+
+    def application() -> None:
+        conn = sqlite3.connect(db_path, timeout=5)  # the busy timeout the README asks for
+        try:
+            for i in range(20_000, 21_000):
+                row = purchase(i)
+                try:
+                    with conn:
+                        conn.execute(
+                            "INSERT INTO tiktok_outbox (event_id, event, payload) VALUES (?, ?, ?)",
+                            (row["event_id"], row["event"], row["payload"]),
+                        )
+                except sqlite3.Error as error:
+                    failures.append(str(error))
+        finally:
+            conn.close()
+
+    try:
+        await asyncio.to_thread(application)
+        await wait_until(lambda: statuses(db_path) == {"sent": 21_000}, 90, "all sent")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code, _, _ = await finish(daemon)
+    assert failures == []
+    assert code == 0
