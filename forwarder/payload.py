@@ -151,6 +151,10 @@ def normalize_email(raw: str) -> str | None:
     return email
 
 
+_NANP_REGIONS = frozenset({"US", "CA"})
+_NANP = re.compile(r"1?[2-9]\d{2}[2-9]\d{6}")
+
+
 def normalize_phone(raw: str, region: str | None) -> str | None:
     """Return *raw* in E.164 with its leading "+" (§6), or None when it cannot be parsed."""
     # Fast path: already international once the usual punctuation is gone. A "(0)" is a trunk
@@ -159,6 +163,10 @@ def normalize_phone(raw: str, region: str | None) -> str | None:
         compact = raw.translate(_PHONE_PUNCTUATION)
         if _E164.fullmatch(compact):
             return compact
+        # Second fast path: a North American national number (NXX-NXX-XXXX, area code and
+        # exchange starting 2-9), which libphonenumber would turn into "+1" + its ten digits.
+        if region in _NANP_REGIONS and _NANP.fullmatch(compact):
+            return "+1" + compact[-10:]
     # §6: TikTok recommends libphonenumber for everything else.
     try:
         number = phonenumbers.parse(raw, region.upper() if region else None)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
+import phonenumbers
 import pytest
 
 from forwarder.events import OutboxRow
@@ -759,3 +761,25 @@ def test_too_old_reason_for_short_max_age() -> None:
     assert result.reason.startswith(
         "event_time is 0.083 days old, older than FORWARDER_MAX_EVENT_AGE (0.042 days)"
     )
+
+
+def test_north_american_fast_path_agrees_with_libphonenumber() -> None:
+    """The fast path for US and Canadian national numbers gives libphonenumber's E.164."""
+    rng = random.Random(5)
+    numbers = ["(213) 555-0101", "1 213 555 0101", "1-800-555-0199", "555-0101", "(013) 555-0101"]
+    numbers += [
+        f"({rng.randint(100, 999)}) {rng.randint(100, 999)}-{rng.randint(0, 9999):04d}"
+        for _ in range(500)
+    ]
+    for number in numbers:
+        for region in ("US", "CA"):
+            try:
+                parsed = phonenumbers.parse(number, region)
+                expected = (
+                    phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+                    if phonenumbers.is_possible_number(parsed)
+                    else None
+                )
+            except phonenumbers.NumberParseException:
+                expected = None
+            assert normalize_phone(number, region) == expected, (number, region)
