@@ -120,6 +120,7 @@ class Worker:
         self._was_paused: str | None = pacer.paused_reason  # what was last published
         # A previous run may have left "paused" on record: the first answer publishes anew.
         self._state_published = False
+        metrics.concurrency_limit.set(pacer.limit)
 
     def stop(self) -> None:
         """Stop claiming; in-flight requests finish within the grace period."""
