@@ -23,13 +23,13 @@ test: venv
 	$(BIN)/pytest
 
 lint: venv
-	$(BIN)/ruff check forwarder tests bench
-	$(BIN)/ruff format --check forwarder tests bench
+	$(BIN)/ruff check forwarder tests bench examples
+	$(BIN)/ruff format --check forwarder tests bench examples
 	$(BIN)/mypy
 
 format: venv
-	$(BIN)/ruff check --fix forwarder tests bench
-	$(BIN)/ruff format forwarder tests bench
+	$(BIN)/ruff check --fix forwarder tests bench examples
+	$(BIN)/ruff format forwarder tests bench examples
 
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh

@@ -15,6 +15,8 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
+from contextlib import suppress
+from typing import Any
 
 import structlog
 
@@ -61,7 +63,8 @@ class Notifier:
         raw = env.get("NOTIFY_SOCKET", "")
         address = socket_address(raw)
         if raw and address is None:
-            structlog.get_logger("forwarder.notify").warning(
+            _quietly(
+                structlog.get_logger("forwarder.notify").warning,
                 "notify_socket_unsupported",
                 notify_socket=raw,
                 note="only a path or an @abstract Unix socket is supported; not notifying",
@@ -85,7 +88,8 @@ class Notifier:
             self._sock.sendto(data, self.address)
         except OSError as error:
             if not self._failing:
-                self._log.warning(
+                _quietly(
+                    self._log.warning,
                     "notify_failed",
                     message=assignments[0],
                     error=str(error),
@@ -120,6 +124,12 @@ class Notifier:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+
+
+def _quietly(emit: Callable[..., Any], event: str, **fields: Any) -> None:
+    """Log *event*, unless the log stream itself is broken (say, stderr's reader is gone)."""
+    with suppress(OSError, ValueError):
+        emit(event, **fields)
 
 
 def _status(text: str) -> tuple[str, ...]:
@@ -177,7 +187,8 @@ async def keepalive(
                 withheld = False
             elif not withheld:
                 withheld = True
-                log.error(
+                _quietly(
+                    log.error,
                     "watchdog_withheld",
                     loop_stalled_s=round(age, 1),
                     note="the delivery loop made no pass; systemd will restart the daemon",

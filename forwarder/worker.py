@@ -124,10 +124,13 @@ class Worker:
 
     def stop(self) -> None:
         """Stop claiming; in-flight requests finish within the grace period."""
-        if not self._stopping.is_set():
-            self._log.info("worker_stopping", in_flight=self.pacer.in_flight)
+        first = not self._stopping.is_set()
+        # Set first: this runs in a signal callback, and a log write can fail (a closed pipe).
         self._stopping.set()
         self._wake.set()
+        if first:
+            with contextlib.suppress(OSError):
+                self._log.info("worker_stopping", in_flight=self.pacer.in_flight)
 
     async def run(self) -> Totals:
         """Run the loop until stop() (or, draining, until nothing is due); then shut down."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -211,6 +213,15 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
+def _create(path: Path) -> None:
+    """Create a missing database file as 0666 minus the umask, as sqlite3 itself would not:
+    SQLite makes new files 0644, which an application sharing the file through a group (and a
+    service's UMask=0007) could not write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
 def _connect_sync(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -241,7 +252,7 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
     nothing to do.
     """
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _create(path)
         conn = _connect_sync(path, busy_timeout_ms)
     except (OSError, sqlite3.Error) as error:
         raise MigrationError(f"cannot open SQLite database {path}: {error}") from error
@@ -298,7 +309,7 @@ class SQLiteStore:
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
         """Connect to *path*, creating its folder; the schema is made by migrate()."""
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _create(path)
             conn = await cls._connect(path, busy_timeout_ms)
             reader = await cls._connect(path, busy_timeout_ms)
         except (OSError, sqlite3.Error) as error:
