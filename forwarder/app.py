@@ -21,7 +21,7 @@ from forwarder.metrics import Metrics
 from forwarder.notify import Notifier, Progress, keepalive
 from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
-from forwarder.settings import Settings
+from forwarder.settings import Settings, store_options
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker, WorkerConfig
@@ -103,7 +103,7 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
         )
     notifier = Notifier.from_env()
     notifier.status("starting: migrating and checking the database")
-    store = await open_store(settings.database_url)
+    store = await open_store(settings.database_url, **store_options(settings))
     try:
         if migrate:
             applied = await store.migrate()

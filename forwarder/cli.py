@@ -19,7 +19,7 @@ import orjson
 from forwarder import __version__, app, logs, payload, tools
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
-from forwarder.settings import Settings, load_settings
+from forwarder.settings import Settings, load_settings, store_options
 from forwarder.store import open_store
 from forwarder.store.base import NewEvent, Summary
 
@@ -93,7 +93,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> list[str]:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, **store_options(settings))
         try:
             return await store.migrate()
         finally:
@@ -166,7 +166,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_REFUSED
 
     async def go() -> tuple[int, bool]:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, **store_options(settings))
         try:
             await store.migrate()
             return await store.insert(event)
@@ -184,7 +184,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
     async def go() -> Summary:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, **store_options(settings))
         try:
             await store.ping()
             return await store.summary(time.time())

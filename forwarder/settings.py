@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     # Where the outbox lives, and where metrics and health are served.
     database_url: str = Field("sqlite:///forwarder.db", validation_alias="FORWARDER_DATABASE_URL")
     http_addr: str = Field("127.0.0.1:9464", validation_alias="FORWARDER_HTTP_ADDR")
+    postgres_poll_only: bool = Field(False, validation_alias="FORWARDER_POSTGRES_POLL_ONLY")
 
     # Batching and concurrency.
     batch_max_events: int = Field(
@@ -163,6 +164,11 @@ class Settings(BaseSettings):
                 "TIKTOK_ACCESS_TOKEN must be the bare token: no spaces and no 'Bearer' prefix"
             )
         return token
+
+
+def store_options(settings: Settings) -> dict[str, bool]:
+    """Keyword arguments of open_store() that come from the settings."""
+    return {"poll_only": settings.postgres_poll_only}
 
 
 def load_settings(env_file: str | Path | None = ".env") -> Settings:

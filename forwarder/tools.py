@@ -18,7 +18,7 @@ from forwarder.classify import Verdict, classify, classify_transport
 from forwarder.errors import ConfigError, TransportError
 from forwarder.events import OutboxRow
 from forwarder.migrate import load
-from forwarder.settings import Settings, parse_duration
+from forwarder.settings import Settings, parse_duration, store_options
 from forwarder.store import open_store
 from forwarder.store.base import DeadFilter, OutboxStore, RowDetail
 from forwarder.tiktok import TikTokClient
@@ -117,7 +117,7 @@ def with_store(settings: Settings, work: Callable[[OutboxStore], Awaitable[_T]])
     """Open the store, run *work* on it, close it."""
 
     async def go() -> _T:
-        store = await open_store(settings.database_url)
+        store = await open_store(settings.database_url, **store_options(settings))
         try:
             return await work(store)
         finally:

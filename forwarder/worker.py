@@ -287,6 +287,14 @@ class Worker:
                     queued, self._queued = False, self._queued - 1
                 outcome = await self._send(current)
                 await self._settle(current, outcome, queue)
+        except Exception:
+            # The outcome could not be written: stop extending these leases, so the rows
+            # return to pending when they lapse and are sent again (TikTok deduplicates).
+            # Cancellation (shutdown) is not caught here: shutdown releases the rows at once.
+            for pending in [current, *queue]:
+                for row_id in pending.row_ids():
+                    self._leased.pop(row_id, None)
+            raise
         finally:
             if queued:
                 self._queued -= 1

@@ -19,15 +19,23 @@ def sqlite_path(url: str) -> Path:
     return Path(url[len(prefix) :])
 
 
-async def open_store(url: str, *, busy_timeout_ms: int = 5000) -> OutboxStore:
-    """Connect to the database *url* names; the backend is chosen by the scheme."""
+async def open_store(
+    url: str, *, busy_timeout_ms: int = 5000, poll_only: bool = False
+) -> OutboxStore:
+    """Connect to the database *url* names; the backend is chosen by the scheme.
+
+    *busy_timeout_ms* applies to SQLite; *poll_only* to PostgreSQL (no LISTEN, for PgBouncer's
+    transaction pooling).
+    """
     if url.startswith("sqlite:"):
         # Imported lazily so a deployment loads only its own database driver.
         from forwarder.store.sqlite import SQLiteStore  # noqa: PLC0415
 
         return await SQLiteStore.open(sqlite_path(url), busy_timeout_ms=busy_timeout_ms)
-    if url.startswith(("postgresql:", "postgres:")):
-        raise ConfigError("PostgreSQL support is not built yet; use a sqlite:/// URL")
+    if url.startswith(("postgresql://", "postgres://")):
+        from forwarder.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return await PostgresStore.open(url, poll_only=poll_only)
     raise ConfigError(
         "FORWARDER_DATABASE_URL must start with sqlite:/// or postgresql://, "
         f"got scheme {url.split(':', 1)[0]!r}"

@@ -222,6 +222,20 @@ def _create(path: Path) -> None:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
 
 
+def _set_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
+    """Switch the file to WAL, waiting out another process that holds it (the busy timeout
+    does not cover this pragma: two daemons migrating a new file at once would collide)."""
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _connect_sync(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
     conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -258,7 +272,7 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
         raise MigrationError(f"cannot open SQLite database {path}: {error}") from error
     try:
         # WAL lets the application insert while the daemon reads; it is a property of the file.
-        conn.execute("PRAGMA journal_mode = WAL")
+        _set_wal(conn, busy_timeout_ms)
         conn.execute("BEGIN IMMEDIATE")
         conn.execute(MIGRATIONS_TABLE)
         done = {name for (name,) in conn.execute("SELECT name FROM forwarder_migrations")}
