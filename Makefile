@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv run test lint format demo bench clean
+.PHONY: venv run test soak lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ run: venv
 
 test: venv
 	$(BIN)/pytest
+
+# The reliability tests at a larger scale: 200k events and 100 kills in the crash loop, 500
+# fuzzed examples (not derandomized), a 5,000-event failure storm. A few minutes on 2 cores.
+soak: venv
+	FORWARDER_SOAK=1 $(BIN)/pytest --timeout=3600 -p no:cacheprovider -s \
+		tests/test_crash_loop.py tests/test_fault_matrix.py tests/test_db_faults.py \
+		tests/test_fuzz.py tests/test_secrets.py
 
 lint: venv
 	$(BIN)/ruff check forwarder tests bench examples

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from forwarder.store.sqlite import SQLiteStore
 
@@ -20,6 +21,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     yield
+    # A command run in-process points structlog at pytest's captured stream; undo that.
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import random
 import sqlite3
 import time
@@ -15,6 +16,7 @@ import orjson
 import pytest
 from aiohttp import web
 
+from forwarder import logs
 from forwarder.backoff import BackoffPolicy
 from forwarder.classify import Verdict, classify
 from forwarder.errors import ConfigError, StoreError
@@ -268,3 +270,18 @@ async def test_status_stops_saying_paused_after_a_restart_delivers(
     assert statuses(db_path) == {"sent": 3}
     summary = await store.summary(time.time())
     assert summary.state["destination"]["paused"] is False, summary.state["destination"]
+
+
+async def test_a_broken_log_stream_does_not_break_settling(
+    store: SQLiteStore, db_path: Path, fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """With the log stream closed (journald restarted), a pause still returns rows to pending."""
+    closed = io.StringIO()
+    closed.close()
+    logs.configure("json", "info", stream=closed)
+    insert(db_path, [purchase(i) for i in range(5)])
+    fake.token = "revoked"
+    worker = make_worker(store, fake.url, session)
+    totals = await asyncio.wait_for(worker.run(), 30)
+    assert totals.paused_reason == "40105"
+    assert statuses(db_path) == {"pending": 5}
