@@ -41,8 +41,11 @@ format: venv
 demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
+# Drain (with the minimal-loop and naive baselines), steady state, contention, idle CPU and
+# memory: JSON lines, then a table against the goals. About 5 minutes; bench/run.py lists the
+# BENCH_* variables that scale it.
 bench: venv
-	$(BIN)/python bench/drain.py --events 100000
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

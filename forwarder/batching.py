@@ -11,6 +11,9 @@ from forwarder.payload import Built, Destination
 
 #: tiktok-events-api.md §3.1: at most 1,000 events per request (S1, S4).
 MAX_EVENTS = 1000
+#: The keys payload.build puts first in every event; they are outbox columns, not payload.
+ENVELOPE = ("event", "event_time", "event_id")
+_ENVELOPE_KEYS = frozenset(ENVELOPE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,34 @@ class Item:
     def of(cls, built: Built) -> Item:
         """Serialise *built*'s event; raises TypeError for what JSON cannot carry."""
         return cls(built, orjson.dumps(built.event))
+
+    def stored(self) -> str:
+        """The event as a sent row keeps it: the JSON sent, without the envelope columns.
+
+        Cut from the bytes already serialised for the request rather than serialised again:
+        with the envelope's three keys first (as payload.build makes every event), the rest of
+        ``data`` after them is exactly the JSON of the remaining keys.
+        """
+        event = self.built.event
+        keys = iter(event)
+        if (
+            next(keys, None) != "event"
+            or next(keys, None) != "event_time"
+            or next(keys, None) != "event_id"
+        ):
+            rest = {key: value for key, value in event.items() if key not in _ENVELOPE_KEYS}
+            return orjson.dumps(rest).decode()
+        if len(event) == 3:
+            return "{}"
+        head = orjson.dumps(
+            {
+                "event": event["event"],
+                "event_time": event["event_time"],
+                "event_id": event["event_id"],
+            }
+        )
+        # data is head without its closing brace, a comma, then the other keys and a brace.
+        return "{" + self.data[len(head) :].decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +78,7 @@ class Batch:
     def body(self) -> bytes:
         """Return the JSON request body."""
         head, tail = self.envelope()
-        return head + b",".join(item.data for item in self.items) + tail
+        return head + b",".join([item.data for item in self.items]) + tail
 
     def row_ids(self) -> list[int]:
         """Return the outbox ids of the events."""
@@ -86,19 +117,33 @@ def make_batches(
     bases: dict[Destination, int] = {}
     batches: list[Batch] = []
     oversize: list[Item] = []
+    # Consecutive events usually share one destination (payload.build even shares the object),
+    # so the last destination's state stays in locals and the dicts are consulted only when the
+    # destination changes: hashing a Destination runs Python code.
+    dest: Destination | None = None
+    group: list[Item] | None = None
+    size_now = base = 0
     for item in items:
-        dest = item.built.destination
-        base = bases.get(dest) or bases.setdefault(dest, envelope_size(dest))
-        if base + len(item.data) > max_bytes:
+        here = item.built.destination
+        if here is not dest:
+            if dest is not None:
+                used[dest] = size_now
+            dest = here
+            base = bases.get(here) or bases.setdefault(here, envelope_size(here))
+            group = pending.get(here)
+            size_now = used.get(here, base)
+        size = len(item.data)
+        if base + size > max_bytes:
             oversize.append(item)
             continue
-        items = pending.setdefault(dest, [])
-        grown = used.get(dest, base) + len(item.data) + (1 if items else 0)
-        if items and (len(items) >= max_events or grown > max_bytes):
-            batches.append(Batch(dest, tuple(items)))
-            items = pending[dest] = []
-            grown = base + len(item.data)
-        items.append(item)
-        used[dest] = grown
-    batches.extend(Batch(dest, tuple(items)) for dest, items in pending.items() if items)
+        if group is None:
+            group = pending[here] = []
+        grown = size_now + size + (1 if group else 0)
+        if group and (len(group) >= max_events or grown > max_bytes):
+            batches.append(Batch(here, tuple(group)))
+            group = pending[here] = []
+            grown = base + size
+        group.append(item)
+        size_now = grown
+    batches.extend(Batch(d, tuple(g)) for d, g in pending.items() if g)
     return batches, oversize

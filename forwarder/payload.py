@@ -58,8 +58,14 @@ CONSENT_KEYS = ("ad_user_data", "ad_personalization")
 
 _PAYLOAD_KEY_SET = frozenset(PAYLOAD_KEYS)
 _USER_KEY_SET = frozenset(USER_KEYS)
-_HASHED_LIST_SET = frozenset(HASHED_LIST_KEYS)
-_HASHED_SCALAR_SET = frozenset(HASHED_SCALAR_KEYS)
+_HASHED_LIST = "hashed list"
+_HASHED_SCALAR = "hashed scalar"
+_PLAIN = "plain"
+_USER_KINDS = {
+    **dict.fromkeys(HASHED_LIST_KEYS, _HASHED_LIST),
+    **dict.fromkeys(HASHED_SCALAR_KEYS, _HASHED_SCALAR),
+    **dict.fromkeys(PLAIN_KEYS, _PLAIN),
+}
 _CONSENT_KEY_SET = frozenset(CONSENT_KEYS)
 _CONSENT_VALUES = frozenset((GRANTED, DENIED))
 _EVENT_SOURCE_SET = frozenset(EVENT_SOURCES)
@@ -137,9 +143,12 @@ class _Malformed(Exception):
     """The row cannot be sent as written; the message is the Refused reason."""
 
 
+_sha256 = hashlib.sha256
+
+
 def sha256_hex(value: str) -> str:
     """Return the lower-case hex SHA-256 of *value* encoded as UTF-8."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return _sha256(value.encode("utf-8")).hexdigest()
 
 
 def normalize_email(raw: str) -> str | None:
@@ -194,7 +203,12 @@ def _normalize_zip(raw: str, region: str | None) -> str | None:
 
 
 def _normalize_email(raw: str, region: str | None) -> str | None:
-    return normalize_email(raw)
+    # normalize_email, inlined: this runs for every event.
+    email = raw.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return email
 
 
 _NORMALIZERS: dict[str, Callable[[str, str | None], str | None]] = {
@@ -214,13 +228,19 @@ def hash_identifier(kind: str, raw: str, region: str | None) -> str | None:
         raise ValueError(
             f"unknown identifier kind {kind!r}; expected one of {', '.join(_NORMALIZERS)}"
         )
+    return _hash(normalizer, raw, region)
+
+
+def _hash(
+    normalizer: Callable[[str, str | None], str | None], raw: str, region: str | None
+) -> str | None:
     # §6: 64 hex characters (after trimming) is already a SHA-256 hash, as Segment and Stape
     # detect it; it passes through lower-cased instead of being hashed twice.
     stripped = raw.strip()
     if len(stripped) == 64 and _HEX64.fullmatch(stripped):
         return stripped.lower()
     normalized = normalizer(raw, region)
-    return None if normalized is None else sha256_hex(normalized)
+    return None if normalized is None else _sha256(normalized.encode()).hexdigest()
 
 
 def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
@@ -232,21 +252,45 @@ def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
 
 
 def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
+    # This runs for every event. Plain str columns take the inline paths, which do what
+    # _required_text and _optional_text do for them; anything else goes through the helpers,
+    # which give the reasons, in the same order.
     # The dedup key is matched byte for byte against the browser Pixel's: checked, never trimmed.
-    event_id = _required_text(row.event_id, "event_id", trim=False)
-    event = _required_text(row.event, "event")  # §2.2: names are case-sensitive, kept as given
-    source = _optional_text(row.event_source, "event_source") or DEFAULT_EVENT_SOURCE
+    event_id = row.event_id
+    if type(event_id) is not str or not event_id.strip():
+        event_id = _required_text(event_id, "event_id", trim=False)
+    # §2.2: names are case-sensitive, kept as given.
+    event = row.event
+    event = (event.strip() if type(event) is str else "") or _required_text(event, "event")
+    value = row.event_source
+    source = (
+        value.strip() if type(value) is str else _optional_text(value, "event_source")
+    ) or DEFAULT_EVENT_SOURCE
     if source not in _EVENT_SOURCE_SET:
         raise _Malformed(f"event_source must be one of {', '.join(EVENT_SOURCES)}")
-    pixel = _optional_text(row.pixel_code, "pixel_code") or opts.default_pixel.strip()
+    value = row.pixel_code
+    pixel = (
+        value.strip() if type(value) is str else _optional_text(value, "pixel_code")
+    ) or opts.default_pixel.strip()
     if not pixel:
         raise _Malformed("no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code")
     # §7.2: a test code sends the event to the Test Events tab instead of real traffic.
-    test_code = _optional_text(row.test_event_code, "test_event_code") or opts.test_event_code
+    value = row.test_event_code
+    test_code = (
+        value.strip() if type(value) is str else _optional_text(value, "test_event_code")
+    ) or opts.test_event_code
     warnings: list[str] = []
-    event_time = _event_time(row.event_time, row.created_at, now, warnings)
+    value = row.event_time
+    if type(value) is int and value <= now:
+        event_time = value
+    else:
+        event_time = _event_time(value, row.created_at, now, warnings)
     payload = _parse_payload(row.payload)
-    ad_user_data, ad_personalization = _consent(payload.get("consent"), opts.consent_default)
+    consent = payload.get("consent")
+    if consent is None:
+        ad_user_data = ad_personalization = opts.consent_default
+    else:
+        ad_user_data, ad_personalization = _consent(consent, opts.consent_default)
 
     out: dict[str, Any] = {"event": event, "event_time": event_time, "event_id": event_id}
     match_keys = _NO_MATCH_KEYS
@@ -256,7 +300,7 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
         user = _user(user_value, region, ad_user_data == GRANTED, warnings)
         if user:
             out["user"] = user
-            match_keys = frozenset(key for key in user if key in MATCH_KEYS)
+            match_keys = _match_keys(user)
     for key in _OBJECT_KEYS:
         value = payload.get(key)
         if value is None:
@@ -291,13 +335,40 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
             f"({_days(opts.max_age_s)} days); TikTok would not attribute it",
         )
     return Built(
-        row_id=row.id,
-        destination=Destination(source, pixel, test_code or None),
-        event=out,
-        match_keys=match_keys,
-        warnings=tuple(warnings),
-        created_at=row.created_at,
+        row.id,
+        _destination(source, pixel, test_code or None),
+        out,
+        match_keys,
+        tuple(warnings) if warnings else (),
+        row.created_at,
     )
+
+
+# Built once and shared: a claim of thousands of rows names a handful of destinations and of
+# match-key sets. Bounded, so rows naming ever new pixels cannot grow them without end.
+_CACHE_MAX = 1024
+_DESTINATIONS: dict[tuple[str, str, str | None], Destination] = {}
+_MATCH_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _destination(source: str, pixel: str, test_code: str | None) -> Destination:
+    key = (source, pixel, test_code)
+    destination = _DESTINATIONS.get(key)
+    if destination is None:
+        destination = Destination(source, pixel, test_code)
+        if len(_DESTINATIONS) < _CACHE_MAX:
+            _DESTINATIONS[key] = destination
+    return destination
+
+
+def _match_keys(user: dict[str, Any]) -> frozenset[str]:
+    keys = tuple(user)
+    found = _MATCH_KEY_SETS.get(keys)
+    if found is None:
+        found = frozenset(key for key in keys if key in MATCH_KEYS)
+        if len(_MATCH_KEY_SETS) < _CACHE_MAX:
+            _MATCH_KEY_SETS[keys] = found
+    return found
 
 
 def _required_text(value: object, name: str, *, trim: bool = True) -> str:
@@ -353,10 +424,13 @@ def _parse_payload(raw: object) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise _Malformed(f"payload must be a JSON object, got {_type_name(data)}")
-    for key in data:
-        if key not in _PAYLOAD_KEY_SET:
-            # An unknown key could carry raw personal data to TikTok, so it is refused.
-            raise _Malformed(f"payload has {_unknown_key(key)}; allowed: {', '.join(PAYLOAD_KEYS)}")
+    if not data.keys() <= _PAYLOAD_KEY_SET:
+        for key in data:
+            if key not in _PAYLOAD_KEY_SET:
+                # An unknown key could carry raw personal data to TikTok, so it is refused.
+                raise _Malformed(
+                    f"payload has {_unknown_key(key)}; allowed: {', '.join(PAYLOAD_KEYS)}"
+                )
     return data
 
 
@@ -380,24 +454,55 @@ def _consent(value: object, default: str) -> tuple[str, str]:
 def _user(value: object, region: str | None, personal: bool, warnings: list[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _Malformed(f"payload.user must be an object, got {_type_name(value)}")
-    for key in value:
-        if key not in _USER_KEY_SET:
-            # Privacy: an unknown key could hold raw personal data, so it is never forwarded.
-            raise _Malformed(
-                f"payload.user has {_unknown_key(key)}; allowed: {', '.join(USER_KEYS)}"
-            )
+    if not value.keys() <= _USER_KEY_SET:
+        for key in value:
+            if key not in _USER_KEY_SET:
+                # Privacy: an unknown key could hold raw personal data, so it is never forwarded.
+                raise _Malformed(
+                    f"payload.user has {_unknown_key(key)}; allowed: {', '.join(USER_KEYS)}"
+                )
     user: dict[str, Any] = {}
     for key, given in value.items():
         if given is None:
             continue
-        if key in _HASHED_LIST_SET:
+        kind = _USER_KINDS[key]
+        if kind is _PLAIN:
+            if not isinstance(given, str):
+                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
+            if not personal and key in PERSONAL_KEYS:
+                continue
+            if not given.strip():
+                warnings.append(f"user.{key} dropped: empty")
+                continue
+            user[key] = given  # §6 "Never hash": sent as given
+        elif kind is _HASHED_LIST:
+            if isinstance(given, str):
+                # One identifier, the usual case: what _hash_list does for a list of one,
+                # with _hash inlined.
+                if not personal:
+                    continue
+                stripped = given.strip()
+                if not stripped:
+                    hashed = None
+                elif len(stripped) == 64 and _HEX64.fullmatch(stripped):
+                    hashed = stripped.lower()
+                else:
+                    normalized = _NORMALIZERS[key](given, region)
+                    hashed = (
+                        None if normalized is None else _sha256(normalized.encode()).hexdigest()
+                    )
+                if hashed is None:
+                    warnings.append(f"user.{key} dropped: {_why_invalid(key, given, region)}")
+                else:
+                    user[key] = [hashed]
+                continue
             items = _string_list(given, key)
             if not personal:
                 continue
             hashes = _hash_list(key, given, items, region, warnings)
             if hashes:
                 user[key] = hashes  # §2.3 / §6: sent as a list of hashes
-        elif key in _HASHED_SCALAR_SET:
+        else:
             if not isinstance(given, str):
                 raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
             if not personal:
@@ -407,15 +512,6 @@ def _user(value: object, region: str | None, personal: bool, warnings: list[str]
                 warnings.append(f"user.{key} dropped: empty")
             else:
                 user[key] = hashed
-        else:
-            if not isinstance(given, str):
-                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
-            if not personal and key in PERSONAL_KEYS:
-                continue
-            if not given.strip():
-                warnings.append(f"user.{key} dropped: empty")
-                continue
-            user[key] = given  # §6 "Never hash": sent as given
     return user
 
 
@@ -438,8 +534,9 @@ def _hash_list(
     key: str, given: object, items: list[str], region: str | None, warnings: list[str]
 ) -> list[str]:
     hashes: list[str] = []
+    normalizer = _NORMALIZERS[key]
     for index, raw in enumerate(items):
-        hashed = hash_identifier(key, raw, region) if raw.strip() else None
+        hashed = _hash(normalizer, raw, region) if raw.strip() else None
         if hashed is None:
             where = f"user.{key}" if isinstance(given, str) else f"user.{key}[{index}]"
             warnings.append(f"{where} dropped: {_why_invalid(key, raw, region)}")
