@@ -18,6 +18,10 @@ class StoreError(ForwarderError):
     """The outbox database failed."""
 
 
+class StoreLost(ForwarderError):
+    """The outbox database can no longer be used as opened; the daemon must start again."""
+
+
 class MigrationError(StoreError):
     """The outbox schema could not be migrated."""
 

@@ -23,7 +23,7 @@ from prometheus_client import Histogram
 from forwarder import backoff, payload
 from forwarder.batching import Batch, Item, make_batches
 from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
-from forwarder.errors import StoreError, TransportError
+from forwarder.errors import StoreError, StoreLost, TransportError
 from forwarder.events import OutboxRow
 from forwarder.metrics import Metrics, code_label, event_label
 from forwarder.pacing import Pacer
@@ -210,6 +210,10 @@ class Worker:
                 try:
                     progressed = await self._tick()
                     failures = 0
+                except StoreLost as error:
+                    # The file went away or is read-only: only a restart can help.
+                    self._log.error("store_lost", error=str(error))
+                    raise
                 except Exception as error:  # the loop never dies on data or a flaky database
                     failures += 1
                     wait = min(STORE_RETRY_MAX_S, 0.1 * 2 ** min(failures, 10))

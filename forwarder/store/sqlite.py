@@ -19,7 +19,7 @@ import aiosqlite
 import orjson
 
 from forwarder import migrate
-from forwarder.errors import MigrationError, StoreError
+from forwarder.errors import MigrationError, StoreError, StoreLost
 from forwarder.events import DEAD, INFLIGHT, PENDING, STATUSES, OutboxRow
 from forwarder.store.base import (
     Dead,
@@ -454,6 +454,8 @@ class SQLiteStore:
         self._busy_timeout_ms = busy_timeout_ms
         #: Never set: SQLite cannot tell us about another process's inserts, so the worker polls.
         self.new_rows = asyncio.Event()
+        stat = os.stat(path)
+        self._identity = (stat.st_dev, stat.st_ino)  # the file opened, to notice a replacement
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
@@ -547,7 +549,11 @@ class SQLiteStore:
 
         try:
             rows = await self._writer.run(claim, urgent=True)
-        except (sqlite3.Error, ValueError) as error:
+        except sqlite3.Error as error:
+            self._check_lost(error)
+            # SQLite's own messages name the failure (locked, full, read-only), never row data.
+            raise StoreError(f"SQLite failed to claim rows: {error}") from None
+        except ValueError as error:  # a decoding failure could quote the row: name the type
             raise StoreError(f"SQLite failed to claim rows: {type(error).__name__}") from None
         return [OutboxRow(*row) for row in rows]
 
@@ -625,8 +631,32 @@ class SQLiteStore:
         return await self._write("extend leases", EXTEND_LEASE, params)
 
     async def rescue_expired(self, now: float) -> int:
-        """Return rows whose lease ran out to pending."""
+        """Return rows whose lease ran out to pending (after checking the file is still ours)."""
+        self._check_file()
         return await self._write("rescue expired leases", RESCUE_EXPIRED, {"now": now})
+
+    def _check_file(self) -> None:
+        """Raise StoreLost if the path no longer names the file this store opened.
+
+        A removed or replaced file stays usable through open descriptors, so without this the
+        daemon would keep draining a deleted copy while the application writes a new one.
+        """
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            current = None
+        if current is None or (current.st_dev, current.st_ino) != self._identity:
+            raise StoreLost(
+                f"the SQLite database {self.path} was removed or replaced while the daemon ran; "
+                "it must start again on the new file (systemd restarts it)"
+            )
+
+    def _check_lost(self, error: sqlite3.Error) -> None:
+        if "readonly" in str(error):
+            raise StoreLost(
+                f"the SQLite database {self.path} is read-only for the daemon ({error}); make "
+                "the file and its folder writable, then start it again (systemd restarts it)"
+            ) from None
 
     async def next_due_at(self) -> float | None:
         """The earliest next attempt among pending rows."""
@@ -783,9 +813,17 @@ class SQLiteStore:
         return orjson.loads(rows[0][0]) if rows else None
 
     async def ping(self) -> None:
-        """Check that the outbox table answers."""
+        """Check that the outbox table answers and can be written."""
         sql = "SELECT 1 FROM tiktok_outbox LIMIT 1"
         await self._call("reach the outbox table", lambda conn: conn.execute(sql).fetchall())
+        # SQLite falls back to read-only when the file is not writable, and says so only at
+        # the first write: try one that changes nothing.
+        probe = "UPDATE tiktok_outbox SET id = id WHERE 0"
+        try:
+            await self._writer.run(lambda conn: conn.execute(probe).rowcount, urgent=True)
+        except sqlite3.Error as error:
+            self._check_lost(error)
+            raise _fail("write to the outbox table", error) from error
 
     async def close(self) -> None:
         """Close the connections."""
