@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from forwarder import __version__, app, logs, payload, tools
+from forwarder import __version__, app, lint, logs, payload, tools
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
 from forwarder.settings import Settings, load_settings, store_options
@@ -25,15 +25,7 @@ from forwarder.store.base import NewEvent, Summary
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PAUSED, EXIT_REFUSED = 0, 1, 2, 3, 4
 
-COLUMNS = (
-    "event_id",
-    "event",
-    "event_time",
-    "payload",
-    "pixel_code",
-    "event_source",
-    "test_event_code",
-)
+COLUMNS = lint.COLUMNS  # the outbox columns an event is given as
 
 
 def parser() -> argparse.ArgumentParser:

@@ -64,8 +64,7 @@ class Finding:
     message: str  # what is wrong, what it costs, how to fix it
 
 
-#: The columns ``forwarder enqueue`` takes (the same tuple as ``forwarder.cli.COLUMNS``, kept
-#: here so the lint does not import the command line; a test keeps the two equal).
+#: The columns ``forwarder enqueue`` takes (``forwarder.cli`` uses this tuple).
 COLUMNS = (
     "event_id",
     "event",

@@ -4,54 +4,12 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-from forwarder import __version__
+from forwarder import __version__, lint
 
 #: tiktok-events-api.md §8.1 and §8.3, plus the legacy names TikTok still accepts (§8.2).
 #: Any other event name is counted as ``custom``: labels come only from closed sets.
 STANDARD_EVENTS = frozenset(
-    [
-        "AddPaymentInfo",
-        "AddToCart",
-        "AddToWishlist",
-        "ApplicationApproval",
-        "CompleteRegistration",
-        "Contact",
-        "CustomizeProduct",
-        "Download",
-        "FindLocation",
-        "InitiateCheckout",
-        "Lead",
-        "Purchase",
-        "Schedule",
-        "Search",
-        "StartTrial",
-        "SubmitApplication",
-        "Subscribe",
-        "ViewContent",
-        "CompletePayment",
-        "SubmitForm",
-        "PlaceAnOrder",
-        "ClickButton",
-        "AchieveLevel",
-        "Checkout",
-        "CompleteTutorial",
-        "CreateGroup",
-        "CreateRole",
-        "GenerateLead",
-        "InAppADClick",
-        "InAppADImpr",
-        "InstallApp",
-        "JoinGroup",
-        "LaunchAPP",
-        "LoanApplication",
-        "LoanApproval",
-        "LoanDisbursal",
-        "Login",
-        "Rate",
-        "Registration",
-        "SpendCredits",
-        "UnlockAchievement",
-    ]
+    (*lint.WEB_EVENTS, *lint.APP_EVENTS, *lint.RENAMED_EVENTS, *lint.SUNSET_EVENTS)
 )
 
 #: Codes reported as their own label value; any other is ``other``.
