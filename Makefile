@@ -42,7 +42,7 @@ demo: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 # Drain (with the minimal-loop and naive baselines), steady state, contention, idle CPU and
-# memory: JSON lines, then a table against the goals. About 5 minutes; bench/run.py lists the
+# memory: JSON lines, then a table against the goals. About 4 minutes; bench/run.py lists the
 # BENCH_* variables that scale it.
 bench: venv
 	$(BIN)/python bench/run.py

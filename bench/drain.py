@@ -397,7 +397,10 @@ def main() -> None:
                 if args.naive_events:
                     copy_db(naive_src, naive)
                     fake_control(url, "reset", {})
+                    fake_before, own_before = cpu_s(fake.pid), time.process_time()
                     result["naive_s"] = asyncio.run(naive_sender(naive, url))
+                    result["naive_cpu_s"] = time.process_time() - own_before
+                    result["fake_cpu_naive_s"] = cpu_s(fake.pid) - fake_before
                     assert sent(naive) == args.naive_events, "the naive sender left rows"
                 rounds.append(result)
         finally:
@@ -443,6 +446,12 @@ def main() -> None:
         },
     }
     if args.naive_events:
+        out["cpu_ms_per_1k"]["naive_sender"] = per_k(
+            statistics.median(r["naive_cpu_s"] for r in rounds), args.naive_events
+        )
+        out["cpu_ms_per_1k"]["fake_serving_naive"] = per_k(
+            statistics.median(r["fake_cpu_naive_s"] for r in rounds), args.naive_events
+        )
         naive_rate = rate("naive_s", args.naive_events)
         out["naive_events"] = args.naive_events
         out["naive_events_per_s"] = statistics.median(naive_rate)

@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--latency-ms", type=int, default=0, help="the fake's answer latency")
     parser.add_argument("--insert", metavar="DB", help=argparse.SUPPRESS)  # the inserter
+    parser.add_argument("--keep", metavar="DB", help=argparse.SUPPRESS)  # copy the outbox here
     args = parser.parse_args()
     if args.insert:
         insert_at_rate(Path(args.insert), args.rate, args.seconds)
@@ -126,6 +127,8 @@ def main() -> None:
         finally:
             fake.terminate()
             fake.wait(10)
+        if args.keep:
+            conn.execute("VACUUM INTO ?", (args.keep,))
         latencies = sorted(
             row[0]
             for row in conn.execute(
