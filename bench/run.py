@@ -33,11 +33,12 @@ def env_int(name: str, default: int) -> int:
 
 def run(script: str, *args: object) -> dict[str, Any]:
     """Run bench/<script> with *args*; echo and return the JSON object it prints."""
-    command = [sys.executable, str(BENCH / script), *map(str, args)]
+    path = os.path.relpath(BENCH / script)  # as the JSON names the command
+    command = [sys.executable, path, *map(str, args)]
     started = time.monotonic()
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout)
-    result.setdefault("command", " ".join(["python", f"bench/{script}", *map(str, args)]))
+    result.setdefault("command", " ".join(["python", path, *map(str, args)]))
     result["bench_seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(result), flush=True)
     return result

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import itertools
-import json
 import os
 import queue
 import sqlite3
@@ -32,43 +31,27 @@ from forwarder.store.base import (
     Summary,
 )
 
-# A claim is one write transaction (see SQLiteStore.claim): DUE_JSON reads the due rows as one
-# JSON value, CLAIM leases the same rows (the same query, under the same write lock).
-_DUE = """
-  FROM tiktok_outbox
- WHERE status = 'pending' AND next_attempt_at <= :now
- ORDER BY next_attempt_at, id
- LIMIT :limit
-"""
-CLAIM = (
-    """
+CLAIM = """
 UPDATE tiktok_outbox
    SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
- WHERE id IN (SELECT id"""
-    + _DUE
-    + ")"
-)
-_COLUMNS = """
-id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code, attempts,
-created_at
+ WHERE id IN (SELECT id FROM tiktok_outbox
+               WHERE status = 'pending' AND next_attempt_at <= :now
+               ORDER BY next_attempt_at
+               LIMIT :limit)
+RETURNING id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+          attempts, created_at
 """
-# [[column, ...], ...], with REAL values of event_time and created_at also as exact text: SQLite
-# writes REAL to JSON with 15 digits only.
-DUE_JSON = (
-    """
-SELECT CAST(json_group_array(json_array(
-         id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-         attempts, created_at,
-         iif(typeof(event_time) = 'real', printf('%!.17g', event_time), NULL),
-         iif(typeof(created_at) = 'real', printf('%!.17g', created_at), NULL))) AS BLOB)
-  FROM (SELECT """
-    + _COLUMNS
-    + _DUE
-    + ")"
-)
-# The same rows, one per result row, when JSON cannot carry them (a BLOB value): read
-# leniently, so a row of TEXT that is not valid UTF-8 becomes a dead letter like any other.
-DUE = "SELECT " + _COLUMNS + _DUE
+
+# The rows one CLAIM leased, read again (see SQLiteStore.claim): only that claim gives rows of
+# this owner this updated_at and this lease_until (a heartbeat moves lease_until, not updated_at).
+CLAIMED = """
+SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+       attempts, created_at
+  FROM tiktok_outbox
+ WHERE status = 'inflight' AND lease_until = :lease_until
+   AND lease_owner = :owner AND updated_at = :now
+ ORDER BY next_attempt_at, id
+"""
 
 # Ids travel as one JSON array parameter: one statement whatever the batch size.
 MARK_SENT = """
@@ -254,23 +237,11 @@ def _text(value: bytes) -> str:
     return value.decode("utf-8", "surrogateescape")
 
 
-def _rows_from_json(due: list[list[Any]]) -> list[OutboxRow]:
-    """The rows of DUE_JSON, with the same values a SELECT of them gives."""
-    return [
-        OutboxRow(
-            row[0],
-            row[1],
-            row[2],
-            row[3] if row[10] is None else float(row[10]),
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            row[8],
-            row[9] if row[11] is None else float(row[11]),
-        )
-        for row in due
-    ]
+def _undecodable(error: sqlite3.Error) -> bool:
+    """Whether *error* is sqlite3's strict decoding failing on a TEXT value."""
+    return isinstance(error, sqlite3.OperationalError) and str(error).startswith(
+        "Could not decode to UTF-8"
+    )
 
 
 def _create(path: Path) -> None:
@@ -546,38 +517,35 @@ class SQLiteStore:
     async def claim(
         self, limit: int, owner: str, now: float, lease_until: float
     ) -> list[OutboxRow]:
-        """Lease up to *limit* due rows, oldest due first, in one write transaction."""
+        """Lease up to *limit* due rows in one UPDATE ... RETURNING statement."""
         params = {"owner": owner, "lease_until": lease_until, "now": now, "limit": limit}
 
-        def claim(conn: sqlite3.Connection) -> list[OutboxRow]:
-            # The rows are read as one JSON value, then leased: fetching the rows of an
-            # UPDATE ... RETURNING hands the GIL to this thread and back once per row, which
-            # crawls while the event loop builds events; one value needs one hand-off.
-            conn.execute("BEGIN IMMEDIATE")
+        def claim(conn: sqlite3.Connection) -> list[Any]:
             try:
+                # Decoded strictly, in C: calling _text for each of six TEXT columns of a
+                # thousand rows was a tenth of the claim's time.
+                cursor = conn.execute(CLAIM, params)
                 try:
-                    due: bytes | list[Any] = conn.execute(DUE_JSON, params).fetchone()[0]
-                except sqlite3.OperationalError:  # JSON cannot hold BLOB values
-                    conn.text_factory = _text
-                    try:
-                        due = conn.execute(DUE, params).fetchall()
-                    finally:
-                        conn.text_factory = str
-                if due and due != b"[]":
-                    conn.execute(CLAIM, params)
-                conn.execute("COMMIT")
-            except BaseException:
+                    return cursor.fetchall()
+                except sqlite3.Error as error:
+                    # Closed now, not when a garbage collection finds the cursor: a statement
+                    # left open would make every later commit on this connection fail.
+                    cursor.close()
+                    if not _undecodable(error):
+                        raise
+                # A row's TEXT is not valid UTF-8. The claim happened all the same (an
+                # UPDATE ... RETURNING changes every row at its first step): read its rows
+                # again, leniently, so that row becomes a dead letter like any other.
+                conn.text_factory = _text
+                try:
+                    return conn.execute(CLAIMED, params).fetchall()
+                finally:
+                    conn.text_factory = str
+            except sqlite3.Error:
+                # A statement that failed half-way must not keep SQLite's write lock.
                 if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+                    conn.rollback()
                 raise
-            if isinstance(due, list):
-                return [OutboxRow(*row) for row in due]
-            try:
-                return _rows_from_json(orjson.loads(due))
-            except orjson.JSONDecodeError:
-                # TEXT that is not valid UTF-8, copied into the JSON as it is: decoded as
-                # _text decodes such TEXT, which orjson refuses and json accepts.
-                return _rows_from_json(json.loads(due.decode("utf-8", "surrogateescape")))
 
         try:
             rows = await self._writer.run(claim, urgent=True)
@@ -587,7 +555,7 @@ class SQLiteStore:
             raise StoreError(f"SQLite failed to claim rows: {error}") from None
         except ValueError as error:  # a decoding failure could quote the row: name the type
             raise StoreError(f"SQLite failed to claim rows: {type(error).__name__}") from None
-        return rows
+        return [OutboxRow(*row) for row in rows]
 
     async def mark_sent(
         self,
