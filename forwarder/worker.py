@@ -225,7 +225,10 @@ class Worker:
                         )
                     if self.drain and failures >= DRAIN_STORE_FAILURES:
                         raise
-                    await self._sleep(wait)
+                    # Only stop() cuts this wait short: a task finishing on the same failing
+                    # store would otherwise bring the next failure, and a doubled wait, at once.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), wait)
                     continue
                 if progressed:
                     continue

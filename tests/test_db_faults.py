@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,10 @@ def assert_backs_off(failures: list[dict[str, object]], seconds: float) -> None:
     assert len(failures) <= 4 + seconds, f"{len(failures)} failures in {seconds:.0f} s"
     waits = [float(str(line["retry_in_s"])) for line in failures if "retry_in_s" in line]
     assert waits == sorted(waits), waits
+    # Each wait is kept: the next failure comes no sooner (a finishing task does not cut it).
+    times = [datetime.fromisoformat(str(line["timestamp"])).timestamp() for line in failures]
+    for line, at, after in zip(failures, times, times[1:], strict=False):
+        assert after - at >= 0.9 * float(str(line["retry_in_s"])), failures
 
 
 # --- A long application transaction holds SQLite's write lock ---------------------------------
@@ -286,6 +291,7 @@ async def test_full_disk_while_delivering(small_fs: Path, fake: FakeTikTok, tmp_
         await wait_until(lambda: bool(events(log, "settle_retry")), 30, "a failed settle")
         await hold(lambda: bool(events(log, "delivery_task_failed")), 5)
         assert daemon.poll() is None, "the daemon died on a full disk"
+        assert_backs_off(events(log, "store_failed"), 5)
         filler.unlink()
         filler = None
         await wait_until(lambda: statuses(db_path) == {"sent": 400}, 15, "all sent once freed")
@@ -329,6 +335,7 @@ async def test_claim_failure_names_its_cause(db_path: Path) -> None:
     """A claim failing on a locked database says so, as every other store failure does."""
     store = await SQLiteStore.open(db_path, busy_timeout_ms=50)
     await store.migrate()
+    insert(db_path, [purchase(0)])  # a claim with nothing due reads only: it needs no lock
     holder = sqlite3.connect(db_path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
     try:

@@ -173,6 +173,22 @@ async def test_undecodable_row_does_not_stop_delivery(
     assert totals.delivered == 5
 
 
+@pytest.mark.parametrize("sharing", [False, True], ids=["alone", "sharing"])
+async def test_undecodable_row_is_claimed_with_the_others(
+    store: SQLiteStore, db_path: Path, sharing: bool
+) -> None:
+    """Alone on the file or sharing it with an application, a claim returns an undecodable row
+    (to become a dead letter) with the good ones."""
+    now = time.time()
+    if sharing:  # the writer's first claim reads where the file stands; the inserts come after
+        assert await store.claim(10, "daemon", now, now + 60) == []
+    _undecodable_row(db_path, "bad-utf8")
+    insert(db_path, [purchase(i) for i in range(3)])
+    rows = await store.claim(10, "daemon", now + 1, now + 60)
+    assert sorted(row.event_id for row in rows) == ["bad-utf8", "order-0", "order-1", "order-2"]
+    assert (store._writer.gave_way_s > 0) is sharing
+
+
 async def test_store_errors_never_carry_row_contents(store: SQLiteStore, db_path: Path) -> None:
     """A failing claim's StoreError (logged, printed by the CLI) holds no raw identifier."""
     _undecodable_row(db_path, "bad-utf8")

@@ -23,9 +23,10 @@ from forwarder.store import open_store
 from forwarder.store.base import Dead, DeadFilter, NewEvent, OutboxStore, Retry
 from forwarder.store.postgres import PostgresStore, redact_url
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
+from forwarder.store.sqlite_writer import GAP_MIN_S, WRITE_ROWS
 
 from .conftest import insert as sqlite_insert
-from .helpers import wait_until
+from .helpers import purchase, wait_until
 
 if TYPE_CHECKING:
     from .pg import PgServer
@@ -621,6 +622,36 @@ async def test_sqlite_claim_uses_the_partial_index(store: SQLiteStore, db_path: 
     )
     conn.close()
     assert "tiktok_outbox_due" in plan
+
+
+async def test_sqlite_writer_gives_way_once_an_application_writes(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Alone on the file the daemon settles 1,000 rows in one statement without pauses; once
+    another connection has committed, in short transactions with the lock left free between."""
+    sqlite_insert(db_path, [purchase(i) for i in range(2000)])
+    now = time.time()
+    rows = await store.claim(1000, "me", now, now + 60)
+    writes: list[str] = []
+    store._writer._conn.set_trace_callback(writes.append)
+
+    def updates() -> int:
+        return sum(sql.lstrip().startswith("UPDATE") for sql in writes)
+
+    assert await store.mark_sent([r.id for r in rows], "me", "0", "req", now) == 1000
+    assert updates() == 1
+    assert store._writer.gave_way_s == 0
+
+    sqlite_insert(db_path, [purchase(2000)])  # the application commits
+    writes.clear()
+    rows = await store.claim(1000, "me", now, now + 60)
+    assert len(rows) == 1000
+    assert updates() == 1000 // WRITE_ROWS  # the claim's leases
+    writes.clear()
+    assert await store.mark_sent([r.id for r in rows], "me", "0", "req", now) == 1000
+    assert updates() == 1000 // WRITE_ROWS
+    assert not any(sql.strip() == "BEGIN IMMEDIATE" for sql in writes)
+    assert store._writer.gave_way_s >= 2 * 1000 // WRITE_ROWS * GAP_MIN_S
 
 
 # --- PostgreSQL only -------------------------------------------------------------------------

@@ -7,11 +7,9 @@ import contextlib
 import functools
 import itertools
 import os
-import queue
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +28,16 @@ from forwarder.store.base import (
     RowDetail,
     Summary,
 )
+from forwarder.store.sqlite_writer import (
+    WRITE_ROWS,
+    Statement,
+    Writer,
+    chunks,
+    connect_writer,
+    in_transaction,
+)
 
+# The claim alone on the file (see SQLiteStore.claim).
 CLAIM = """
 UPDATE tiktok_outbox
    SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
@@ -42,8 +49,8 @@ RETURNING id, event_id, event, event_time, payload, pixel_code, event_source, te
           attempts, created_at
 """
 
-# The rows one CLAIM leased, read again (see SQLiteStore.claim): only that claim gives rows of
-# this owner this updated_at and this lease_until (a heartbeat moves lease_until, not updated_at).
+# The rows one CLAIM leased, read again: only that claim gives rows of this owner this
+# updated_at and this lease_until (a heartbeat moves lease_until, not updated_at).
 CLAIMED = """
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        attempts, created_at
@@ -53,7 +60,37 @@ SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_
  ORDER BY next_attempt_at, id
 """
 
-# Ids travel as one JSON array parameter: one statement whatever the batch size.
+# The claim while an application writes too: the due ids, then LEASE, then LEASED.
+DUE = """
+SELECT id FROM tiktok_outbox
+ WHERE status = 'pending' AND next_attempt_at <= :now
+ ORDER BY next_attempt_at
+ LIMIT :limit
+"""
+
+# All of the ids or none: another claimer (a second daemon on the file) may have taken some
+# since they were read, and then the claim reads again. The count is computed once.
+LEASE = """
+UPDATE tiktok_outbox
+   SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND status = 'pending' AND next_attempt_at <= :now
+   AND (SELECT count(*) FROM tiktok_outbox
+         WHERE id IN (SELECT value FROM json_each(:ids))
+           AND status = 'pending' AND next_attempt_at <= :now) = :rows
+"""
+CLAIM_READS = 3  # due ids read again at most this often when another claimer took some
+
+LEASED = """
+SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+       attempts, created_at
+  FROM tiktok_outbox
+ WHERE id IN (SELECT value FROM json_each(:ids))
+   AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
+ ORDER BY next_attempt_at, id
+"""
+
+# Ids travel as one JSON array parameter: one statement per Writer.rows_per_write rows.
 MARK_SENT = """
 UPDATE tiktok_outbox
    SET status = 'sent', attempts = attempts + 1, sent_at = :now, updated_at = :now,
@@ -75,21 +112,27 @@ UPDATE tiktok_outbox
  WHERE tiktok_outbox.id = scrubbed.column1
    AND status = 'inflight' AND lease_owner = ?4
 """
-SCRUBBED_ROWS_MAX = 1000  # rows per statement: 2,004 variables, far below SQLite's 32,766
 
+# Retries as (id, next_attempt_at) pairs, ?7 onwards: one statement, no Python per row.
 RESCHEDULE = """
 UPDATE tiktok_outbox
-   SET status = 'pending', attempts = attempts + :inc, next_attempt_at = :next_attempt_at,
-       last_code = :code, last_error = :message, request_id = :request_id, updated_at = :now,
+   SET status = 'pending', attempts = attempts + ?1, next_attempt_at = due.column2,
+       last_code = ?2, last_error = ?3, request_id = ?4, updated_at = ?5,
        lease_owner = NULL, lease_until = NULL
- WHERE id = :id AND status = 'inflight' AND lease_owner = :owner
+  FROM (VALUES {rows}) AS due
+ WHERE tiktok_outbox.id = due.column1
+   AND status = 'inflight' AND lease_owner = ?6
 """
 
+# Dead letters as (id, code, reason) triples, ?5 onwards.
 MARK_DEAD = """
 UPDATE tiktok_outbox
-   SET status = 'dead', attempts = attempts + :inc, last_code = :code, last_error = :reason,
-       request_id = :request_id, updated_at = :now, lease_owner = NULL, lease_until = NULL
- WHERE id = :id AND status = 'inflight' AND lease_owner = :owner
+   SET status = 'dead', attempts = attempts + ?1, last_code = dead.column2,
+       last_error = dead.column3, request_id = ?2, updated_at = ?3,
+       lease_owner = NULL, lease_until = NULL
+  FROM (VALUES {rows}) AS dead
+ WHERE tiktok_outbox.id = dead.column1
+   AND status = 'inflight' AND lease_owner = ?4
 """
 
 RELEASE = """
@@ -108,7 +151,9 @@ UPDATE tiktok_outbox SET lease_until = :lease_until
 RESCUE_EXPIRED = """
 UPDATE tiktok_outbox
    SET status = 'pending', updated_at = :now, lease_owner = NULL, lease_until = NULL
- WHERE status = 'inflight' AND lease_until < :now
+ WHERE id IN (SELECT id FROM tiktok_outbox
+               WHERE status = 'inflight' AND lease_until < :now
+               LIMIT :limit)
 """
 
 INSERT = """
@@ -197,11 +242,13 @@ def _ids(ids: Sequence[int]) -> str:
     return orjson.dumps(list(ids)).decode()
 
 
-@functools.lru_cache(maxsize=32)
-def _mark_sent_scrubbed(rows: int) -> str:
-    """MARK_SENT_SCRUBBED for *rows* rows (most requests are full: few sizes recur)."""
-    pairs = ",".join(f"(?{5 + 2 * i},?{6 + 2 * i})" for i in range(rows))
-    return MARK_SENT_SCRUBBED.format(rows=pairs)
+@functools.lru_cache(maxsize=64)
+def _values(sql: str, rows: int, width: int, first: int) -> str:
+    """*sql* with its VALUES list of *rows* tuples of *width* numbered parameters, the first
+    one ?*first* (batches are mostly full: few sizes recur)."""
+    numbers = itertools.count(first)
+    tuples = ("(" + ",".join(f"?{next(numbers)}" for _ in range(width)) + ")" for _ in range(rows))
+    return sql.format(rows=",".join(tuples))
 
 
 def _fail(action: str, error: sqlite3.Error) -> StoreError:
@@ -329,110 +376,6 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
 
 
 _T = TypeVar("_T")
-_URGENT, _NORMAL, _LAST = 0, 1, 2  # the order of waiting calls on the writer's thread
-
-
-def _settle_future(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-class _Writer:
-    """The daemon's writing connection, used only from a thread of its own.
-
-    Each store operation is one call of run(): a function given the connection, which runs a
-    whole statement or transaction there, so there is one hop between threads per operation,
-    never one per statement, and the thread goes from one operation to the next without
-    waiting for the event loop in between. Calls run in the order they were made, except that
-    an urgent one (a claim) goes before the calls still waiting: the worker's loop waits for its
-    claim, while settles only record answers that came.
-    """
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._calls: queue.PriorityQueue[
-            tuple[int, int, Callable[[sqlite3.Connection], Any] | None, asyncio.Future[Any]]
-        ] = queue.PriorityQueue()
-        self._order = itertools.count()
-        self._closed = False
-        self._thread = threading.Thread(target=self._serve, name="forwarder-sqlite", daemon=True)
-        self._thread.start()
-
-    def run(
-        self, call: Callable[[sqlite3.Connection], _T], *, urgent: bool = False
-    ) -> asyncio.Future[_T]:
-        """Queue *call* now; the future gets what it returns or raises."""
-        if self._closed:
-            raise ValueError("the SQLite connection is closed")
-        future: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._calls.put((_URGENT if urgent else _NORMAL, next(self._order), call, future))
-        return future
-
-    async def close(self) -> None:
-        """Run what is queued, close the connection, end the thread."""
-        if self._closed:
-            return
-        self._closed = True
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._calls.put((_LAST, next(self._order), None, done))
-        await done
-        await asyncio.to_thread(self._thread.join)
-
-    def _serve(self) -> None:
-        while True:
-            _, _, call, future = self._calls.get()
-            result: Any = None
-            error: BaseException | None = None
-            if call is None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.close()
-            elif not future.cancelled():  # read across threads: at worst a call runs anyway
-                try:
-                    result = call(self._conn)
-                except BaseException as failure:  # handed to the caller
-                    error = failure
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                future.get_loop().call_soon_threadsafe(_settle_future, future, result, error)
-            if call is None:
-                return
-
-
-def _connect_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    conn = sqlite3.connect(
-        path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        # WAL + NORMAL: a commit survives a crash of the daemon; a power cut may undo the last
-        # "sent" marks, which only resends events TikTok deduplicates by event_id.
-        conn.execute("PRAGMA synchronous = NORMAL")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _in_transaction(
-    work: Callable[[sqlite3.Connection], _T],
-) -> Callable[[sqlite3.Connection], _T]:
-    """*work* wrapped in one write transaction, for the writer's thread."""
-
-    def call(conn: sqlite3.Connection) -> _T:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
-
-    return call
 
 
 class SQLiteStore:
@@ -441,7 +384,7 @@ class SQLiteStore:
     def __init__(
         self,
         path: Path,
-        writer: _Writer,
+        writer: Writer,
         reader: aiosqlite.Connection,
         busy_timeout_ms: int,
     ) -> None:
@@ -462,10 +405,10 @@ class SQLiteStore:
         """Connect to *path*, creating its folder; the schema is made by migrate()."""
         try:
             _create(path)
-            conn = await asyncio.to_thread(_connect_writer, path, busy_timeout_ms)
+            conn = await asyncio.to_thread(connect_writer, path, busy_timeout_ms)
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open SQLite database {path}: {error}") from error
-        writer = _Writer(conn)
+        writer = Writer(conn)
         try:
             reader = await cls._connect_reader(path, busy_timeout_ms)
         except (OSError, sqlite3.Error) as error:
@@ -494,58 +437,82 @@ class SQLiteStore:
         """Apply pending migrations (in a thread: it uses its own blocking connection)."""
         return await asyncio.to_thread(migrate_sync, self.path, self._busy_timeout_ms)
 
-    async def _write(self, action: str, sql: str, params: dict[str, Any] | list[Any]) -> int:
-        return await self._call(action, lambda conn: conn.execute(sql, params).rowcount)
+    async def _write(self, action: str, statements: Callable[[int], Iterable[Statement]]) -> int:
+        """Run the statements *statements* makes for a number of rows per statement, each its
+        own short transaction; return the rows they changed."""
+        return await self._call(
+            action, lambda conn: self._writer.write(conn, statements(self._writer.rows_per_write))
+        )
 
-    async def _write_each(self, action: str, statements: list[tuple[str, list[Any]]]) -> int:
-        """Run *statements* in one transaction; return the rows they changed."""
+    async def _write_ids(
+        self, action: str, sql: str, ids: Sequence[int], params: dict[str, Any]
+    ) -> int:
+        """Run *sql* for *ids*, passed as ``:ids``, a few at a time."""
+        return await self._write(
+            action,
+            lambda rows: ((sql, {**params, "ids": _ids(chunk)}) for chunk in chunks(ids, rows)),
+        )
 
-        def work(conn: sqlite3.Connection) -> int:
-            return sum(conn.execute(sql, params).rowcount for sql, params in statements)
-
-        return await self._call(action, _in_transaction(work))
-
-    async def _write_many(self, action: str, sql: str, params: list[dict[str, Any]]) -> int:
-        if not params:
+    async def _write_values(
+        self, action: str, sql: str, common: list[Any], rows: Sequence[tuple[Any, ...]]
+    ) -> int:
+        """Run *sql*, whose VALUES list carries *rows* after the *common* parameters,
+        a few rows at a time."""
+        if not rows:
             return 0
+        width = len(rows[0])
 
-        def work(conn: sqlite3.Connection) -> int:
-            return conn.executemany(sql, params).rowcount
+        def statements(size: int) -> Iterable[Statement]:
+            for chunk in chunks(rows, size):
+                values = common.copy()
+                for row in chunk:
+                    values += row
+                yield _values(sql, len(chunk), width, len(common) + 1), values
 
-        return await self._call(action, _in_transaction(work))
+        return await self._write(action, statements)
 
     async def claim(
         self, limit: int, owner: str, now: float, lease_until: float
     ) -> list[OutboxRow]:
-        """Lease up to *limit* due rows in one UPDATE ... RETURNING statement."""
-        params = {"owner": owner, "lease_until": lease_until, "now": now, "limit": limit}
+        """Lease up to *limit* due rows.
+
+        Alone on the file, in one UPDATE ... RETURNING. While an application writes too, in
+        three steps: read the due ids, lease them a few hundred at a time, read the leased
+        rows. Only the middle one takes SQLite's write lock, and it runs in C from start to
+        commit, where an UPDATE ... RETURNING keeps the lock while Python fetches each returned
+        row, waiting for the GIL at every one.
+        """
+        params = {"owner": owner, "lease_until": lease_until, "now": now}
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
+            if self._writer.sharing:
+                taken = self._lease_due(conn, limit, params)
+                if not taken:
+                    return []
+                read = LEASED, {**params, "ids": _ids(taken)}
+                cursor = conn.execute(*read)
+            else:
+                cursor = conn.execute(CLAIM, {**params, "limit": limit})
+                read = CLAIMED, params
+            # Decoded strictly, in C: calling _text for each of six TEXT columns of a thousand
+            # rows was a tenth of the claim's time.
             try:
-                # Decoded strictly, in C: calling _text for each of six TEXT columns of a
-                # thousand rows was a tenth of the claim's time.
-                cursor = conn.execute(CLAIM, params)
-                try:
-                    return cursor.fetchall()
-                except sqlite3.Error as error:
-                    # Closed now, not when a garbage collection finds the cursor: a statement
-                    # left open would make every later commit on this connection fail.
-                    cursor.close()
-                    if not _undecodable(error):
-                        raise
-                # A row's TEXT is not valid UTF-8. The claim happened all the same (an
-                # UPDATE ... RETURNING changes every row at its first step): read its rows
-                # again, leniently, so that row becomes a dead letter like any other.
-                conn.text_factory = _text
-                try:
-                    return conn.execute(CLAIMED, params).fetchall()
-                finally:
-                    conn.text_factory = str
-            except sqlite3.Error:
-                # A statement that failed half-way must not keep SQLite's write lock.
-                if conn.in_transaction:
-                    conn.rollback()
-                raise
+                return cursor.fetchall()
+            except sqlite3.Error as error:
+                if not _undecodable(error):
+                    raise
+            finally:
+                # Closed now, not when a garbage collection finds the cursor: a statement left
+                # open would make every later commit on this connection fail.
+                cursor.close()
+            # A row's TEXT is not valid UTF-8. The rows are leased all the same (an UPDATE ...
+            # RETURNING changes every row at its first step): read them again, leniently, so
+            # that row becomes a dead letter like any other.
+            conn.text_factory = _text
+            try:
+                return conn.execute(*read).fetchall()
+            finally:
+                conn.text_factory = str
 
         try:
             rows = await self._writer.run(claim, urgent=True)
@@ -557,6 +524,21 @@ class SQLiteStore:
             raise StoreError(f"SQLite failed to claim rows: {type(error).__name__}") from None
         return [OutboxRow(*row) for row in rows]
 
+    def _lease_due(self, conn: sqlite3.Connection, limit: int, params: dict[str, Any]) -> list[int]:
+        """Lease up to *limit* due rows, a few hundred per transaction; return their ids."""
+        taken: list[int] = []
+        for _ in range(CLAIM_READS):
+            wanted = {"now": params["now"], "limit": limit - len(taken)}
+            due = [row_id for (row_id,) in conn.execute(DUE, wanted)]
+            for chunk in chunks(due, WRITE_ROWS):
+                lease = {**params, "ids": _ids(chunk), "rows": len(chunk)}
+                if self._writer.write(conn, [(LEASE, lease)]) < len(chunk):
+                    break  # another claimer took some: read the due ids again
+                taken += chunk
+            else:
+                break
+        return taken
+
     async def mark_sent(
         self,
         ids: Sequence[int],
@@ -566,24 +548,18 @@ class SQLiteStore:
         now: float,
         payloads: Sequence[str] | None = None,
     ) -> int:
-        """Mark *ids* sent in one statement, replacing their payloads if given."""
+        """Mark *ids* sent, replacing their payloads if given."""
         if payloads is None:
             params = {"owner": owner, "code": code, "request_id": request_id, "now": now}
-            return await self._write("mark rows sent", MARK_SENT, {**params, "ids": _ids(ids)})
+            return await self._write_ids("mark rows sent", MARK_SENT, ids, params)
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids but {len(payloads)} payloads")
-        common = [now, code, request_id, owner]
-        statements = []
-        for start in range(0, len(ids), SCRUBBED_ROWS_MAX):
-            chunk = ids[start : start + SCRUBBED_ROWS_MAX]
-            values = common.copy()
-            for pair in zip(chunk, payloads[start : start + SCRUBBED_ROWS_MAX], strict=True):
-                values += pair
-            statements.append((_mark_sent_scrubbed(len(chunk)), values))
-        if len(statements) == 1:
-            sql, values = statements[0]
-            return await self._write("mark rows sent", sql, values)
-        return await self._write_each("mark rows sent", statements)
+        return await self._write_values(
+            "mark rows sent",
+            MARK_SENT_SCRUBBED,
+            [now, code, request_id, owner],
+            list(zip(ids, payloads, strict=True)),
+        )
 
     async def reschedule(
         self,
@@ -595,17 +571,13 @@ class SQLiteStore:
         count_attempt: bool,
         now: float,
     ) -> int:
-        """Return rows to pending, each with its own next attempt time, in one transaction."""
-        common = {
-            "owner": owner,
-            "code": code,
-            "message": message,
-            "request_id": request_id,
-            "inc": int(count_attempt),
-            "now": now,
-        }
-        params = [{**common, "id": r.row_id, "next_attempt_at": r.next_attempt_at} for r in retries]
-        return await self._write_many("reschedule rows", RESCHEDULE, params)
+        """Return rows to pending, each with its own next attempt time."""
+        return await self._write_values(
+            "reschedule rows",
+            RESCHEDULE,
+            [int(count_attempt), code, message, request_id, now, owner],
+            [(r.row_id, r.next_attempt_at) for r in retries],
+        )
 
     async def mark_dead(
         self,
@@ -615,25 +587,47 @@ class SQLiteStore:
         count_attempt: bool,
         now: float,
     ) -> int:
-        """Dead-letter rows in one transaction."""
-        common = {"owner": owner, "request_id": request_id, "inc": int(count_attempt), "now": now}
-        params = [{**common, "id": d.row_id, "code": d.code, "reason": d.reason} for d in dead]
-        return await self._write_many("dead-letter rows", MARK_DEAD, params)
+        """Dead-letter rows, each with its own code and reason."""
+        return await self._write_values(
+            "dead-letter rows",
+            MARK_DEAD,
+            [int(count_attempt), request_id, now, owner],
+            [(d.row_id, d.code, d.reason) for d in dead],
+        )
 
     async def release(self, ids: Sequence[int], owner: str, now: float) -> int:
         """Return leased rows to pending as they were."""
-        params = {"ids": _ids(ids), "owner": owner, "now": now}
-        return await self._write("release leases", RELEASE, params)
+        params = {"owner": owner, "now": now}
+        return await self._write_ids("release leases", RELEASE, ids, params)
 
     async def extend_lease(self, ids: Sequence[int], owner: str, lease_until: float) -> int:
         """Push the lease of rows still being worked on."""
-        params = {"ids": _ids(ids), "owner": owner, "lease_until": lease_until}
-        return await self._write("extend leases", EXTEND_LEASE, params)
+        params = {"owner": owner, "lease_until": lease_until}
+        return await self._write_ids("extend leases", EXTEND_LEASE, ids, params)
 
     async def rescue_expired(self, now: float) -> int:
         """Return rows whose lease ran out to pending (after checking the file is still ours)."""
         self._check_file()
-        return await self._write("rescue expired leases", RESCUE_EXPIRED, {"now": now})
+        params = {"now": now}
+        return await self._call(
+            "rescue expired leases", lambda conn: self._until_done(conn, RESCUE_EXPIRED, params)
+        )
+
+    def _until_done(
+        self, conn: sqlite3.Connection, sql: str, params: dict[str, Any], most: int | None = None
+    ) -> int:
+        """Run *sql*, which changes at most ``:limit`` rows, until it changes fewer or *most*
+        rows are done (on the writer's thread)."""
+        done = 0
+        while most is None or done < most:
+            size = self._writer.rows_per_write
+            if most is not None:
+                size = min(size, most - done)
+            changed = self._writer.write(conn, [(sql, {**params, "limit": size})])
+            done += changed
+            if changed < size:
+                break
+        return done
 
     def _check_file(self) -> None:
         """Raise StoreLost if the path no longer names the file this store opened.
@@ -721,7 +715,7 @@ class SQLiteStore:
     async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:
         """Upsert one key of forwarder_state."""
         params = {"key": key, "value": orjson.dumps(value).decode(), "now": now}
-        await self._write("record state", SET_STATE, params)
+        await self._write("record state", lambda _: [(SET_STATE, params)])
 
     async def _read(self, action: str, sql: str, params: dict[str, Any]) -> list[Any]:
         async with self._read_lock:
@@ -756,19 +750,19 @@ class SQLiteStore:
                     conn.execute(statement, {"ids": ids, "now": now})
                 return len(found)
 
-            found = await self._call(action, _in_transaction(work))
+            found = await self._call(action, in_transaction(work))
             done += found
             if found < size:
                 break
         return done
 
-    async def replay_dead(self, where: DeadFilter, now: float, batch: int = 1000) -> int:
+    async def replay_dead(self, where: DeadFilter, now: float, batch: int = WRITE_ROWS) -> int:
         """Return matching dead rows to pending in batches, recording their failure first."""
         return await self._dead_batches(
             "replay dead rows", where, batch, (REPLAY_RECORD, REPLAY), now
         )
 
-    async def purge_dead(self, where: DeadFilter, batch: int = 1000) -> int:
+    async def purge_dead(self, where: DeadFilter, batch: int = WRITE_ROWS) -> int:
         """Delete matching dead rows in batches."""
         return await self._dead_batches("purge dead rows", where, batch, (PURGE,), 0.0)
 
@@ -792,8 +786,10 @@ class SQLiteStore:
 
     async def prune_sent(self, before: float, limit: int) -> int:
         """Delete at most *limit* rows sent before *before*."""
-        params = {"before": before, "limit": limit}
-        return await self._write("prune sent rows", PRUNE_SENT, params)
+        params = {"before": before}
+        return await self._call(
+            "prune sent rows", lambda conn: self._until_done(conn, PRUNE_SENT, params, limit)
+        )
 
     async def applied_migrations(self) -> list[str]:
         """Names of the applied migrations (none on a database never migrated)."""
