@@ -25,6 +25,7 @@ from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
 from forwarder.settings import load_settings
+from forwarder.store.base import Retry
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok import TRACK_PATH, TikTokClient
 from forwarder.worker import Worker, WorkerConfig
@@ -301,3 +302,88 @@ async def test_a_broken_log_stream_does_not_break_settling(
     totals = await asyncio.wait_for(worker.run(), 30)
     assert totals.paused_reason == "40105"
     assert statuses(db_path) == {"pending": 5}
+
+
+# --- A write of the daemon cut half-way while it shares the file with an application ----------
+
+
+@pytest.fixture
+async def shared(db_path: Path) -> AsyncIterator[tuple[SQLiteStore, LockOnSecondUpdate]]:
+    """A store sharing its file with an application, and a lock to spring mid-operation."""
+    opened = await SQLiteStore.open(db_path, busy_timeout_ms=50)
+    await opened.migrate()
+    now = time.time()
+    assert await opened.claim(10, "daemon", now, now + 60) == []  # the writer's first reading
+    insert(db_path, [purchase(i) for i in range(400)])  # the application commits: sharing
+    lock = LockOnSecondUpdate(db_path)
+    opened._writer._conn.set_trace_callback(lock.saw)
+    try:
+        yield opened, lock
+    finally:
+        lock.close()
+        await opened.close()
+
+
+class LockOnSecondUpdate:
+    """Once armed, takes SQLite's write lock for another connection just as the daemon's
+    second UPDATE starts, so that statement fails after the first one committed."""
+
+    def __init__(self, path: Path) -> None:
+        self._holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._updates = 0
+        self.armed = False
+
+    def saw(self, sql: str) -> None:
+        """The daemon's connection is about to run *sql* (its trace callback)."""
+        if self.armed and sql.lstrip().startswith("UPDATE"):
+            self._updates += 1
+            if self._updates == 2:
+                self._holder.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        """Disarm and let go of the lock."""
+        self.armed, self._updates = False, 0
+        if self._holder.in_transaction:
+            self._holder.execute("ROLLBACK")
+
+    def close(self) -> None:
+        """Let go and close the connection."""
+        self.release()
+        self._holder.close()
+
+
+async def test_claim_cut_half_way_hands_over_what_it_leased(
+    shared: tuple[SQLiteStore, LockOnSecondUpdate], db_path: Path
+) -> None:
+    """A claim whose second lease transaction fails returns the rows the first one leased,
+    rather than leaving them leased where no worker sees them."""
+    store, lock = shared
+    now = time.time()
+    lock.armed = True
+    rows = await store.claim(400, "daemon", now, now + 60)
+    lock.release()
+    assert len(rows) == 200
+    assert statuses(db_path) == {"inflight": 200, "pending": 200}
+
+
+async def test_retried_reschedule_leaves_rows_claimed_again_alone(
+    shared: tuple[SQLiteStore, LockOnSecondUpdate], db_path: Path
+) -> None:
+    """A reschedule that failed half-way and is retried does not take back the rows that
+    were claimed again in between: the new claim's batch can still mark them sent."""
+    store, lock = shared
+    now = time.time()
+    ids = [row.id for row in await store.claim(400, "daemon", now, now + 60)]
+    retries = [Retry(row_id, now) for row_id in ids]
+    lock.armed = True
+    with pytest.raises(StoreError, match="locked"):
+        await store.reschedule(retries, "daemon", "50000", "busy", None, True, now)
+    lock.release()
+    again = await store.claim(400, "daemon", now + 1, now + 61)
+    assert len(again) == 200
+    assert await store.reschedule(retries, "daemon", "50000", "busy", None, True, now) == 200
+    assert await store.mark_sent([r.id for r in again], "daemon", "0", "req", now + 2) == 200
+    assert query(db_path, "SELECT status, attempts, count(*) FROM tiktok_outbox GROUP BY 1, 2") == [
+        ("pending", 1, 200),
+        ("sent", 2, 200),
+    ]

@@ -114,6 +114,10 @@ UPDATE tiktok_outbox
 """
 
 # Retries as (id, next_attempt_at) pairs, ?7 onwards: one statement, no Python per row.
+# "updated_at <= ?5": while sharing the file a reschedule is several transactions, and when a
+# later one fails the worker retries the whole call; rows of an earlier one may have been
+# claimed again meanwhile (a claim sets updated_at to its own, later, time) and are not this
+# call's to reschedule.
 RESCHEDULE = """
 UPDATE tiktok_outbox
    SET status = 'pending', attempts = attempts + ?1, next_attempt_at = due.column2,
@@ -121,7 +125,7 @@ UPDATE tiktok_outbox
        lease_owner = NULL, lease_until = NULL
   FROM (VALUES {rows}) AS due
  WHERE tiktok_outbox.id = due.column1
-   AND status = 'inflight' AND lease_owner = ?6
+   AND status = 'inflight' AND lease_owner = ?6 AND updated_at <= ?5
 """
 
 # Dead letters as (id, code, reason) triples, ?5 onwards.
@@ -378,6 +382,30 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
 _T = TypeVar("_T")
 
 
+def _fetch(
+    conn: sqlite3.Connection, cursor: sqlite3.Cursor, again: str, params: dict[str, Any]
+) -> list[Any]:
+    """The rows of *cursor*, decoded strictly (in C: calling _text for each of six TEXT
+    columns of a thousand rows was a tenth of a claim's time); if a row's TEXT is not valid
+    UTF-8, the rows of *again* read leniently, so that row becomes a dead letter like any
+    other. *cursor*'s statement has already changed every row it leases (an UPDATE ...
+    RETURNING does at its first step)."""
+    try:
+        return cursor.fetchall()
+    except sqlite3.Error as error:
+        if not _undecodable(error):
+            raise
+    finally:
+        # Closed now, not when a garbage collection finds the cursor: a statement left open
+        # would make every later commit on this connection fail.
+        cursor.close()
+    conn.text_factory = _text
+    try:
+        return conn.execute(again, params).fetchall()
+    finally:
+        conn.text_factory = str
+
+
 class SQLiteStore:
     """The outbox store on one SQLite file: a writing connection and a reading one."""
 
@@ -485,34 +513,22 @@ class SQLiteStore:
         params = {"owner": owner, "lease_until": lease_until, "now": now}
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
-            if self._writer.sharing:
-                taken = self._lease_due(conn, limit, params)
-                if not taken:
-                    return []
-                read = LEASED, {**params, "ids": _ids(taken)}
-                cursor = conn.execute(*read)
-            else:
-                cursor = conn.execute(CLAIM, {**params, "limit": limit})
-                read = CLAIMED, params
-            # Decoded strictly, in C: calling _text for each of six TEXT columns of a thousand
-            # rows was a tenth of the claim's time.
+            if not self._writer.sharing:
+                return _fetch(
+                    conn, conn.execute(CLAIM, {**params, "limit": limit}), CLAIMED, params
+                )
+            taken = self._lease_due(conn, limit, params)
+            if not taken:
+                return []
+            leased = {**params, "ids": _ids(taken)}
             try:
-                return cursor.fetchall()
-            except sqlite3.Error as error:
-                if not _undecodable(error):
-                    raise
-            finally:
-                # Closed now, not when a garbage collection finds the cursor: a statement left
-                # open would make every later commit on this connection fail.
-                cursor.close()
-            # A row's TEXT is not valid UTF-8. The rows are leased all the same (an UPDATE ...
-            # RETURNING changes every row at its first step): read them again, leniently, so
-            # that row becomes a dead letter like any other.
-            conn.text_factory = _text
-            try:
-                return conn.execute(*read).fetchall()
-            finally:
-                conn.text_factory = str
+                return _fetch(conn, conn.execute(LEASED, leased), LEASED, leased)
+            except (sqlite3.Error, ValueError):
+                # Leased, but they will not reach the worker: give them back now, not when
+                # their lease runs out.
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute(RELEASE, {"ids": leased["ids"], "owner": owner, "now": now})
+                raise
 
         try:
             rows = await self._writer.run(claim, urgent=True)
@@ -532,7 +548,15 @@ class SQLiteStore:
             due = [row_id for (row_id,) in conn.execute(DUE, wanted)]
             for chunk in chunks(due, WRITE_ROWS):
                 lease = {**params, "ids": _ids(chunk), "rows": len(chunk)}
-                if self._writer.write(conn, [(LEASE, lease)]) < len(chunk):
+                try:
+                    changed = self._writer.write(conn, [(LEASE, lease)])
+                except sqlite3.Error:
+                    if not taken:
+                        raise
+                    # The earlier chunks are leased: hand them to the worker (the next claim
+                    # meets the fault again), or they would wait out their lease unseen.
+                    return taken
+                if changed < len(chunk):
                     break  # another claimer took some: read the due ids again
                 taken += chunk
             else:
