@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 
@@ -16,9 +17,11 @@ ENVELOPE = ("event", "event_time", "event_id")
 _ENVELOPE_KEYS = frozenset(ENVELOPE)
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One event, serialised once, with what the worker needs to settle its row."""
+class Item(NamedTuple):
+    """One event, serialised once, with what the worker needs to settle its row.
+
+    A named tuple, made once per event: see OutboxRow.
+    """
 
     built: Built
     data: bytes

@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import phonenumbers
@@ -118,9 +118,11 @@ class Destination:
     test_event_code: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Built:
-    """An event ready to send: one element of TikTok's ``data[]`` array."""
+class Built(NamedTuple):
+    """An event ready to send: one element of TikTok's ``data[]`` array.
+
+    A named tuple, made once per event: see OutboxRow.
+    """
 
     row_id: int
     destination: Destination

@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import orjson
@@ -25,6 +26,7 @@ from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
 from forwarder.settings import load_settings
+from forwarder.store import sqlite as sqlite_store
 from forwarder.store.base import Retry
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok import TRACK_PATH, TikTokClient
@@ -387,3 +389,79 @@ async def test_retried_reschedule_leaves_rows_claimed_again_alone(
         ("pending", 1, 200),
         ("sent", 2, 200),
     ]
+
+
+# Column values as an application (or a C or CLI writer) may store them: the claim must hand
+# each to the payload builder exactly as sqlite3 reads it. The first group is claimed as one
+# JSON value; the second cannot be written as JSON (a BLOB, an infinite REAL) and is read row
+# by row.
+_AS_JSON = [
+    ("real-time", 1764675123.25, '{"user":{"email":"a@example.com"}}', 1764675123.9999996),
+    ("whole-real-time", 1764675123.0, "{}", 1764675123.1234567),
+    ("text-time", "yesterday", "null", 1.5),
+    ("null-time", None, "", 0.1),
+    ("unicode", 17, '{"x":"é 😀 \\u0000 \\"q\\" \\\\"}', 1e300),
+    ("nul-and-quotes", 2**62, 'a\x00b"c\\d\n', 5e-324),
+]
+_ROW_BY_ROW = [
+    ("blob-payload", 1, b"\x00\x01{}", 1764675123.5),
+    ("infinite-created-at", 1, "{}", float("inf")),
+]
+
+
+def _insert_odd(db_path: Path, rows: list[tuple[object, ...]], due: float) -> None:
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        with conn:
+            conn.executemany(
+                "INSERT INTO tiktok_outbox (event_id, event, event_time, payload, created_at,"
+                " next_attempt_at) VALUES (?, 'Purchase', ?, ?, ?, ?)",
+                [(*row, due) for row in rows],
+            )
+    finally:
+        conn.close()
+
+
+def _exactly(db_path: Path, event_ids: list[str]) -> dict[str, list[tuple[type, object]]]:
+    """Each row's claimed columns as sqlite3 reads them, with their Python types."""
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT id, event_id, event, event_time, payload, pixel_code, event_source,"
+            " test_event_code, attempts, created_at FROM tiktok_outbox"
+            f" WHERE event_id IN ({','.join('?' * len(event_ids))})",
+            event_ids,
+        ).fetchall()
+    finally:
+        conn.close()
+    return {row[1]: [(type(value), value) for value in row] for row in rows}
+
+
+@pytest.mark.parametrize("sharing", [False, True], ids=["alone", "sharing"])
+async def test_claim_reads_every_value_exactly(
+    store: SQLiteStore, db_path: Path, sharing: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim read as one JSON value gives every column the type and value sqlite3 reads
+    (REALs to the last bit, text with NULs and quotes), and rows JSON cannot hold come whole."""
+    read_as_json: list[bool] = []
+    real_read_rows = sqlite_store._read_rows
+
+    def spy(*args: Any) -> list[Any] | None:
+        rows = real_read_rows(*args)
+        read_as_json.append(rows is not None)
+        return rows
+
+    monkeypatch.setattr(sqlite_store, "_read_rows", spy)
+    now = time.time()
+    if sharing:  # the writer's first claim reads where the file stands; the inserts come after
+        assert await store.claim(10, "daemon", now, now + 60) == []
+    _insert_odd(db_path, _AS_JSON, now - 20)
+    _insert_odd(db_path, _ROW_BY_ROW, now - 10)
+    claimed = await store.claim(len(_AS_JSON), "daemon", now, now + 60)
+    assert read_as_json[-1] is True
+    claimed += await store.claim(10, "daemon", now, now + 60)
+    assert read_as_json[-1] is False
+    expected = _exactly(db_path, [str(row[0]) for row in _AS_JSON + _ROW_BY_ROW])
+    got = {str(row.event_id): [(type(value), value) for value in row] for row in claimed}
+    assert got == expected
+    assert (store._writer.gave_way_s > 0) is sharing

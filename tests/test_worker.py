@@ -353,6 +353,32 @@ async def test_stop_mid_flight_loses_nothing(harness: Harness, db_path: Path) ->
     )
 
 
+async def test_stop_gives_back_the_rows_claimed_ahead(
+    harness: Harness, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows claimed ahead while a batch was built, when stop() comes before they go out, are
+    given back at shutdown with the rest: none left inflight, no attempt counted."""
+    insert(db_path, [purchase(i) for i in range(400)])
+    worker = harness.worker(drain=False, max_events=150)
+    real_claim = harness.store.claim
+    claimed: list[int] = []
+
+    async def claim(*args: Any) -> Any:
+        if len(claimed) == 1:  # the claim made ahead: it starts while the first batch is built
+            worker.stop()
+        rows = await real_claim(*args)
+        claimed.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(harness.store, "claim", claim)
+    await asyncio.wait_for(worker.run(), 10)
+    assert claimed == [150, 150]
+    assert statuses(db_path) == {"pending": 400}
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox WHERE status='pending'") == [
+        (0,)
+    ]
+
+
 async def test_expired_leases_are_rescued_and_delivered(harness: Harness, db_path: Path) -> None:
     """Rows a dead daemon left inflight are rescued once the lease expires, then delivered."""
     insert(db_path, [purchase(i) for i in range(7)])

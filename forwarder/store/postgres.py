@@ -508,7 +508,7 @@ class PostgresStore:
         """Lease up to *limit* due rows no other daemon holds, in one statement."""
         await self._listen()
         rows = await self._fetch("claim rows", CLAIM, owner, lease_until, now, limit)
-        return [OutboxRow(*row) for row in rows]
+        return list(map(OutboxRow._make, rows))
 
     async def mark_sent(
         self,

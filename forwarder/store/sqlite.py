@@ -37,7 +37,7 @@ from forwarder.store.sqlite_writer import (
     in_transaction,
 )
 
-# The claim alone on the file (see SQLiteStore.claim).
+# The claim alone on the file where its rows cannot be read as JSON (see DUE_ROWS).
 CLAIM = """
 UPDATE tiktok_outbox
    SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
@@ -60,12 +60,43 @@ SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_
  ORDER BY next_attempt_at, id
 """
 
+# A claimed row as one JSON array, and a claim's rows as one JSON value: the writer's thread
+# then takes the GIL back once per statement, not once per row (it waits for the GIL at each,
+# up to the switch interval while the loop builds events). REAL values are printed with 17
+# significant digits, which give the same double back: json_array keeps 15, which would move
+# created_at by microseconds and round 1764675123.9999996 up to the next second. Where SQLite
+# cannot write a row as JSON (a BLOB, an infinite REAL) or its TEXT is not UTF-8, the claim
+# reads the rows one by one instead (_read_rows).
+_ROW_JSON = """json_array(
+    id, event_id, event,
+    CASE typeof(event_time) WHEN 'real' THEN json(printf('%!.17g', event_time))
+                            ELSE event_time END,
+    payload, pixel_code, event_source, test_event_code, attempts,
+    CASE typeof(created_at) WHEN 'real' THEN json(printf('%!.17g', created_at))
+                            ELSE created_at END)"""
+
+# The claim alone on the file: the due rows, then LEASE_ALL, in one transaction.
+DUE_ROWS = f"""
+SELECT json_group_array({_ROW_JSON})
+  FROM (SELECT * FROM tiktok_outbox
+         WHERE status = 'pending' AND next_attempt_at <= :now
+         ORDER BY next_attempt_at
+         LIMIT :limit)
+"""
+
+LEASE_ALL = """
+UPDATE tiktok_outbox
+   SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
+ WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'pending'
+"""
+
 # The claim while an application writes too: the due ids, then LEASE, then LEASED.
 DUE = """
-SELECT id FROM tiktok_outbox
- WHERE status = 'pending' AND next_attempt_at <= :now
- ORDER BY next_attempt_at
- LIMIT :limit
+SELECT json_group_array(id)
+  FROM (SELECT id FROM tiktok_outbox
+         WHERE status = 'pending' AND next_attempt_at <= :now
+         ORDER BY next_attempt_at
+         LIMIT :limit)
 """
 
 # All of the ids or none: another claimer (a second daemon on the file) may have taken some
@@ -88,6 +119,13 @@ SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_
  WHERE id IN (SELECT value FROM json_each(:ids))
    AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
  ORDER BY next_attempt_at, id
+"""
+LEASED_ROWS = f"""
+SELECT json_group_array({_ROW_JSON})
+  FROM (SELECT * FROM tiktok_outbox
+         WHERE id IN (SELECT value FROM json_each(:ids))
+           AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
+         ORDER BY next_attempt_at, id)
 """
 
 # Ids travel as one JSON array parameter: one statement per Writer.rows_per_write rows.
@@ -406,6 +444,28 @@ def _fetch(
         conn.text_factory = str
 
 
+def _read_rows(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> list[Any] | None:
+    """The rows *sql* gives as one JSON array of JSON arrays, or None where SQLite cannot
+    write them as JSON or they are not valid UTF-8 (the caller then reads them row by row)."""
+    # "JSON cannot hold BLOB values" comes from execute, "Could not decode to UTF-8" from the
+    # fetch. Any other failure comes again from the statement read row by row, and is raised.
+    try:
+        cursor = conn.execute(sql, params)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        ((value,),) = cursor.fetchall()
+    except sqlite3.OperationalError:
+        return None
+    finally:
+        cursor.close()  # see _fetch
+    try:
+        rows: list[Any] = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return rows
+
+
 class SQLiteStore:
     """The outbox store on one SQLite file: a writing connection and a reading one."""
 
@@ -504,25 +564,35 @@ class SQLiteStore:
     ) -> list[OutboxRow]:
         """Lease up to *limit* due rows.
 
-        Alone on the file, in one UPDATE ... RETURNING. While an application writes too, in
-        three steps: read the due ids, lease them a few hundred at a time, read the leased
-        rows. Only the middle one takes SQLite's write lock, and it runs in C from start to
-        commit, where an UPDATE ... RETURNING keeps the lock while Python fetches each returned
-        row, waiting for the GIL at every one.
+        Alone on the file, in one transaction: read the due rows (as one JSON value), lease
+        them by id. While an application writes too, in three steps: read the due ids, lease
+        them a few hundred at a time, read the leased rows. Only the middle one takes SQLite's
+        write lock, and it runs in C from start to commit, where an UPDATE ... RETURNING keeps
+        the lock while Python fetches each returned row, waiting for the GIL at every one.
         """
         params = {"owner": owner, "lease_until": lease_until, "now": now}
 
+        def claim_alone(conn: sqlite3.Connection) -> list[Any]:
+            due = {"now": now, "limit": limit}
+            rows = _read_rows(conn, DUE_ROWS, due)
+            if rows is None:
+                return _fetch(conn, conn.execute(CLAIM, {**params, **due}), CLAIMED, params)
+            if rows:
+                conn.execute(LEASE_ALL, {**params, "ids": _ids([row[0] for row in rows])})
+            return rows
+
         def claim(conn: sqlite3.Connection) -> list[Any]:
             if not self._writer.sharing:
-                return _fetch(
-                    conn, conn.execute(CLAIM, {**params, "limit": limit}), CLAIMED, params
-                )
+                return in_transaction(claim_alone)(conn)
             taken = self._lease_due(conn, limit, params)
             if not taken:
                 return []
             leased = {**params, "ids": _ids(taken)}
             try:
-                return _fetch(conn, conn.execute(LEASED, leased), LEASED, leased)
+                rows = _read_rows(conn, LEASED_ROWS, leased)
+                if rows is None:
+                    rows = _fetch(conn, conn.execute(LEASED, leased), LEASED, leased)
+                return rows
             except (sqlite3.Error, ValueError):
                 # Leased, but they will not reach the worker: give them back now, not when
                 # their lease runs out.
@@ -538,14 +608,15 @@ class SQLiteStore:
             raise StoreError(f"SQLite failed to claim rows: {error}") from None
         except ValueError as error:  # a decoding failure could quote the row: name the type
             raise StoreError(f"SQLite failed to claim rows: {type(error).__name__}") from None
-        return [OutboxRow(*row) for row in rows]
+        return list(map(OutboxRow._make, rows))
 
     def _lease_due(self, conn: sqlite3.Connection, limit: int, params: dict[str, Any]) -> list[int]:
         """Lease up to *limit* due rows, a few hundred per transaction; return their ids."""
         taken: list[int] = []
         for _ in range(CLAIM_READS):
             wanted = {"now": params["now"], "limit": limit - len(taken)}
-            due = [row_id for (row_id,) in conn.execute(DUE, wanted)]
+            ((due_ids,),) = conn.execute(DUE, wanted).fetchall()
+            due: list[int] = orjson.loads(due_ids)
             for chunk in chunks(due, WRITE_ROWS):
                 lease = {**params, "ids": _ids(chunk), "rows": len(chunk)}
                 try:
