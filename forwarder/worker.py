@@ -288,11 +288,17 @@ class Worker:
         # straight back for more, and the application's inserts wait for SQLite's write lock
         # one short statement at a time, not one claim of several thousand rows.
         limit = 1 if self.pacer.paused else self.config.max_events
-        claimed_ahead, self._claim_ahead = self._claim_ahead, None
+        claimed_ahead = self._claim_ahead
         if claimed_ahead is not None:
             # Claimed while the last batch was built, when a slot was free for it: its rows
             # are ours and go out whatever the slots are now (they wait for one if need be).
-            rows = await claimed_ahead
+            try:
+                # Shielded: if this task is cancelled, the claim still ends, and shutdown
+                # gives back what it leased.
+                rows = await asyncio.shield(claimed_ahead)
+            finally:
+                if claimed_ahead.done():
+                    self._claim_ahead = None
         elif free <= 0:
             return False
         else:
@@ -305,8 +311,17 @@ class Worker:
             self._claim_ahead = asyncio.ensure_future(
                 self.store.claim(limit, self.owner, now, now + self.config.lease_s)
             )
+            self._claim_ahead.add_done_callback(self._hold_claimed)
         await self._dispatch(rows, now)
         return True
+
+    def _hold_claimed(self, claim: asyncio.Future[list[OutboxRow]]) -> None:
+        """Count the rows of a claim made ahead as ours as soon as it returns: if the tick that
+        takes them fails for longer than a lease, the heartbeat keeps them, and our own
+        rescue does not hand them to the next claim while this one still holds them."""
+        if not claim.cancelled() and claim.exception() is None:
+            for row in claim.result():
+                self._leased[row.id] = row
 
     async def _read_shared_throttle(self, now: float) -> None:
         """Honour a rate-limit pause another daemon sharing this token recorded."""
@@ -723,9 +738,10 @@ class Worker:
                 await asyncio.wait(late, timeout=5.0)
         claimed_ahead, self._claim_ahead = self._claim_ahead, None
         if claimed_ahead is not None:
-            try:
-                self._leased.update((row.id, row) for row in await claimed_ahead)
-            except Exception as error:  # a failed claim holds no row: nothing to give back
+            # Its rows join the leased ones when it returns (_hold_claimed), given back below.
+            await asyncio.wait({claimed_ahead})
+            if not claimed_ahead.cancelled() and (error := claimed_ahead.exception()):
+                # A failed claim holds no row: nothing to give back.
                 self._log.warning("claim_ahead_failed", error=f"{type(error).__name__}: {error}")
         if self._leased:
             ids = list(self._leased)

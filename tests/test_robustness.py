@@ -465,3 +465,15 @@ async def test_claim_reads_every_value_exactly(
     got = {str(row.event_id): [(type(value), value) for value in row] for row in claimed}
     assert got == expected
     assert (store._writer.gave_way_s > 0) is sharing
+
+
+async def test_claim_too_big_for_one_json_value_is_read_row_by_row(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A claim whose rows would make one JSON value longer than SQLITE_MAX_LENGTH (1e9 bytes;
+    lowered here to 200 kB) reads them row by row instead of failing every claim."""
+    store._writer._conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 200_000)
+    insert(db_path, [purchase(i, note="x" * 5_000) for i in range(100)])
+    now = time.time()
+    rows = await store.claim(100, "daemon", now, now + 60)
+    assert len(rows) == 100

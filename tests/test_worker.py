@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from forwarder.backoff import BackoffPolicy
+from forwarder.errors import StoreError
 from forwarder.fake_tiktok import FakeTikTok, Scripted
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
@@ -377,6 +378,35 @@ async def test_stop_gives_back_the_rows_claimed_ahead(
     assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox WHERE status='pending'") == [
         (0,)
     ]
+
+
+async def test_rows_claimed_ahead_are_not_rescued_by_their_own_daemon(
+    harness: Harness, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows claimed ahead stay ours through a store outage longer than the lease: the
+    heartbeat keeps them, our own rescue does not hand them to the next claim, none is sent
+    twice."""
+    insert(db_path, [purchase(i) for i in range(300)])
+    worker = harness.worker(drain=False, max_events=100)
+    assert await worker._tick()  # batch A out, batch B claimed ahead
+    await asyncio.gather(*worker._tasks)
+    real_rescue = harness.store.rescue_expired
+
+    async def down(now: float) -> int:
+        raise StoreError("SQLite failed to rescue leases: database is locked")
+
+    monkeypatch.setattr(harness.store, "rescue_expired", down)
+    for _ in range(5):  # the loop tries again every few seconds while the database is down
+        harness.clock.advance(15.0)
+        with pytest.raises(StoreError):
+            await worker._tick()
+    monkeypatch.setattr(harness.store, "rescue_expired", real_rescue)
+    harness.clock.advance(15.0)  # the database is back by the next try
+    worker.drain = True
+    await asyncio.wait_for(worker.run(), 20)
+    ids = harness.fake.accepted_ids()
+    assert statuses(db_path) == {"sent": 300}
+    assert len(ids) == len(set(ids)) == 300, f"{len(ids) - len(set(ids))} events sent twice"
 
 
 async def test_expired_leases_are_rescued_and_delivered(harness: Harness, db_path: Path) -> None:

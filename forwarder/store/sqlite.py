@@ -63,8 +63,10 @@ SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_
 # A claimed row as one JSON array, and a claim's rows as one JSON value: the writer's thread
 # then takes the GIL back once per statement, not once per row (it waits for the GIL at each,
 # up to the switch interval while the loop builds events). REAL values are printed with 17
-# significant digits, which give the same double back: json_array keeps 15, which would move
-# created_at by microseconds and round 1764675123.9999996 up to the next second. Where SQLite
+# significant digits, which gave the same double back for all of 60,000 random values below
+# 1e19 (SQLite 3.40's printf is one unit in the last place off for some beyond 1e100, which no
+# time is): json_array keeps 15, which would move created_at by microseconds and round
+# 1764675123.9999996 up to the next second. Where SQLite
 # cannot write a row as JSON (a BLOB, an infinite REAL) or its TEXT is not UTF-8, the claim
 # reads the rows one by one instead (_read_rows).
 _ROW_JSON = """json_array(
@@ -448,14 +450,16 @@ def _read_rows(conn: sqlite3.Connection, sql: str, params: dict[str, Any]) -> li
     """The rows *sql* gives as one JSON array of JSON arrays, or None where SQLite cannot
     write them as JSON or they are not valid UTF-8 (the caller then reads them row by row)."""
     # "JSON cannot hold BLOB values" comes from execute, "Could not decode to UTF-8" from the
-    # fetch. Any other failure comes again from the statement read row by row, and is raised.
+    # fetch, "string or blob too big" (a DataError: the value would pass SQLITE_MAX_LENGTH)
+    # from either. Any other failure comes again from the statement read row by row, and is
+    # raised there.
     try:
         cursor = conn.execute(sql, params)
-    except sqlite3.OperationalError:
+    except (sqlite3.OperationalError, sqlite3.DataError):
         return None
     try:
         ((value,),) = cursor.fetchall()
-    except sqlite3.OperationalError:
+    except (sqlite3.OperationalError, sqlite3.DataError):
         return None
     finally:
         cursor.close()  # see _fetch
