@@ -37,14 +37,18 @@ from forwarder.store.sqlite_writer import (
     in_transaction,
 )
 
+# The due rows, oldest first; every claim reads them through this (the partial index
+# tiktok_outbox_due serves it).
+_DUE = """SELECT {columns} FROM tiktok_outbox
+          WHERE status = 'pending' AND next_attempt_at <= :now
+          ORDER BY next_attempt_at
+          LIMIT :limit"""
+
 # The claim alone on the file where its rows cannot be read as JSON (see DUE_ROWS).
-CLAIM = """
+CLAIM = f"""
 UPDATE tiktok_outbox
    SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
- WHERE id IN (SELECT id FROM tiktok_outbox
-               WHERE status = 'pending' AND next_attempt_at <= :now
-               ORDER BY next_attempt_at
-               LIMIT :limit)
+ WHERE id IN ({_DUE.format(columns="id")})
 RETURNING id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
           attempts, created_at
 """
@@ -79,11 +83,7 @@ _ROW_JSON = """json_array(
 
 # The claim alone on the file: the due rows, then LEASE_ALL, in one transaction.
 DUE_ROWS = f"""
-SELECT json_group_array({_ROW_JSON})
-  FROM (SELECT * FROM tiktok_outbox
-         WHERE status = 'pending' AND next_attempt_at <= :now
-         ORDER BY next_attempt_at
-         LIMIT :limit)
+SELECT json_group_array({_ROW_JSON}) FROM ({_DUE.format(columns="*")})
 """
 
 LEASE_ALL = """
@@ -93,12 +93,8 @@ UPDATE tiktok_outbox
 """
 
 # The claim while an application writes too: the due ids, then LEASE, then LEASED.
-DUE = """
-SELECT json_group_array(id)
-  FROM (SELECT id FROM tiktok_outbox
-         WHERE status = 'pending' AND next_attempt_at <= :now
-         ORDER BY next_attempt_at
-         LIMIT :limit)
+DUE = f"""
+SELECT json_group_array(id) FROM ({_DUE.format(columns="id")})
 """
 
 # All of the ids or none: another claimer (a second daemon on the file) may have taken some
