@@ -477,3 +477,24 @@ async def test_claim_too_big_for_one_json_value_is_read_row_by_row(
     now = time.time()
     rows = await store.claim(100, "daemon", now, now + 60)
     assert len(rows) == 100
+
+
+@pytest.mark.parametrize("scrub", [False, True])
+async def test_retried_mark_sent_counts_the_rows_its_first_try_marked(
+    shared: tuple[SQLiteStore, LockOnSecondUpdate], db_path: Path, scrub: bool
+) -> None:
+    """A mark_sent that failed half-way and is retried counts all its rows as marked (the
+    worker would otherwise warn of leases lost) and counts each row's attempt once."""
+    store, lock = shared
+    now = time.time()
+    ids = [row.id for row in await store.claim(400, "daemon", now, now + 60)]
+    payloads = ["{}"] * len(ids) if scrub else None
+    lock.armed = True
+    with pytest.raises(StoreError, match="locked"):
+        await store.mark_sent(ids, "daemon", "0", "req", now, payloads)
+    lock.release()
+    assert statuses(db_path) == {"sent": 200, "inflight": 200}
+    assert await store.mark_sent(ids, "daemon", "0", "req", now, payloads) == 400
+    assert query(db_path, "SELECT status, attempts, count(*) FROM tiktok_outbox GROUP BY 1, 2") == [
+        ("sent", 1, 400)
+    ]

@@ -422,6 +422,30 @@ async def test_mark_sent_replaces_payloads(backend: Backend) -> None:
     ]
 
 
+@pytest.mark.parametrize("scrub", [False, True])
+@pytest.mark.parametrize("request_id", ["r-1", None])
+async def test_mark_sent_retried_counts_rows_an_earlier_try_marked(
+    backend: Backend, scrub: bool, request_id: str | None
+) -> None:
+    """A settle retried after part of it committed counts every row once, attempts once."""
+    await backend.insert(_events(3))
+    store = backend.store
+    now = time.time()
+    ids = sorted(r.id for r in await store.claim(3, OWNER, now, now + 30))
+    payloads = ['{"n":1}', '{"n":2}', '{"n":3}'] if scrub else None
+    # The first try's first transaction committed two rows, then the try failed.
+    assert await store.mark_sent(ids[:2], OWNER, "0", request_id, now, payloads and payloads[:2])
+    assert await store.mark_sent(ids, OWNER, "0", request_id, now, payloads) == 3
+    got = await backend.query("SELECT status, attempts, payload FROM tiktok_outbox ORDER BY id")
+    assert [(status, attempts) for status, attempts, _ in got] == [("sent", 1)] * 3
+    if payloads:
+        assert [body for *_, body in got] == payloads
+    # Another settle (another request, time or code) finds nothing of its own to mark.
+    assert await store.mark_sent(ids, OWNER, "0", "r-2", now, payloads) == 0
+    assert await store.mark_sent(ids, OWNER, "0", request_id, now + 1, payloads) == 0
+    assert await store.mark_sent(ids, OWNER, "20001", request_id, now, payloads) == 0
+
+
 async def test_release_counts_no_attempt(backend: Backend) -> None:
     """Released rows go back to pending untouched."""
     await backend.insert(_events(2))

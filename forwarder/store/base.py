@@ -133,6 +133,8 @@ class OutboxStore(Protocol):
         """Mark rows sent (TikTok accepted them); count an attempt; return how many changed.
 
         *payloads*, parallel to *ids*, replace the stored payloads (raw identifiers scrubbed).
+        The same call made again (same *now*, *request_id* and *code*: a retried settle) counts
+        the rows an earlier try already marked, without counting their attempt twice.
         """
         ...
 

@@ -127,13 +127,18 @@ SELECT json_group_array({_ROW_JSON})
 """
 
 # Ids travel as one JSON array parameter: one statement per Writer.rows_per_write rows.
+# A row this very settle already marked (same sent_at, request and code) matches again and
+# keeps its one attempt: the worker retries a settle whose later transaction failed, and the
+# rows of its earlier, committed ones are then counted as marked, not as leases lost.
 MARK_SENT = """
 UPDATE tiktok_outbox
-   SET status = 'sent', attempts = attempts + 1, sent_at = :now, updated_at = :now,
-       last_code = :code, last_error = NULL, request_id = :request_id,
+   SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = :now,
+       updated_at = :now, last_code = :code, last_error = NULL, request_id = :request_id,
        lease_owner = NULL, lease_until = NULL
  WHERE id IN (SELECT value FROM json_each(:ids))
-   AND status = 'inflight' AND lease_owner = :owner
+   AND (status = 'inflight' AND lease_owner = :owner
+        OR status = 'sent' AND sent_at = :now AND request_id IS :request_id
+           AND last_code = :code)
 """
 
 # The same, replacing each payload (raw identifiers scrubbed). The rows travel as bound
@@ -141,12 +146,13 @@ UPDATE tiktok_outbox
 # in Python and parsed again by SQLite, which made this statement a third slower.
 MARK_SENT_SCRUBBED = """
 UPDATE tiktok_outbox
-   SET status = 'sent', attempts = attempts + 1, sent_at = ?1, updated_at = ?1,
-       last_code = ?2, last_error = NULL, request_id = ?3,
+   SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = ?1,
+       updated_at = ?1, last_code = ?2, last_error = NULL, request_id = ?3,
        lease_owner = NULL, lease_until = NULL, payload = scrubbed.column2
   FROM (VALUES {rows}) AS scrubbed
  WHERE tiktok_outbox.id = scrubbed.column1
-   AND status = 'inflight' AND lease_owner = ?4
+   AND (status = 'inflight' AND lease_owner = ?4
+        OR status = 'sent' AND sent_at = ?1 AND request_id IS ?3 AND last_code = ?2)
 """
 
 # Retries as (id, next_attempt_at) pairs, ?7 onwards: one statement, no Python per row.
