@@ -434,7 +434,8 @@ async def test_mark_sent_retried_counts_rows_an_earlier_try_marked(
     ids = sorted(r.id for r in await store.claim(3, OWNER, now, now + 30))
     payloads = ['{"n":1}', '{"n":2}', '{"n":3}'] if scrub else None
     # The first try's first transaction committed two rows, then the try failed.
-    assert await store.mark_sent(ids[:2], OWNER, "0", request_id, now, payloads and payloads[:2])
+    first = payloads and payloads[:2]
+    assert await store.mark_sent(ids[:2], OWNER, "0", request_id, now, first) == 2
     assert await store.mark_sent(ids, OWNER, "0", request_id, now, payloads) == 3
     got = await backend.query("SELECT status, attempts, payload FROM tiktok_outbox ORDER BY id")
     assert [(status, attempts) for status, attempts, _ in got] == [("sent", 1)] * 3
