@@ -39,6 +39,13 @@ DRAIN_STORE_FAILURES = 5  # a drain run gives up after this many database failur
 THROTTLE_SPREAD_S = 1.0  # rows held back by a throttle come due spread over this window
 PREFETCH_BATCHES = 1  # batches claimed and built ahead of a free request slot
 BUILD_SLICE = 100  # events built between two turns of the event loop
+# Requests answered but whose outcome is still waiting to be written, beyond which the loop
+# claims nothing more until some are written. Sharing the SQLite file with an application, each
+# write leaves the lock free for 2-5 ms after it; answers of small requests (1,000 events a
+# second arriving a few at a time) then came faster than they could be written, the queue of
+# writes grew without bound, and the heartbeat queued behind it stopped the loop for a second
+# every 15 s. Waiting instead lets the next claim take more rows at once.
+SETTLE_BACKLOG_MAX = 8
 # While a worker runs, the young generation is collected after this many net allocations
 # instead of CPython's 700. A claim of 1,000 events allocates some 15,000 objects that live
 # until their request is answered: at 700 the collector ran some twenty times per request,
@@ -289,6 +296,11 @@ class Worker:
         # one short statement at a time, not one claim of several thousand rows.
         limit = 1 if self.pacer.paused else self.config.max_events
         claimed_ahead = self._claim_ahead
+        # Answered requests whose outcome waits to be written (or whose rejected part waits
+        # for a slot): past SETTLE_BACKLOG_MAX, nothing more is claimed until some are written.
+        backlogged = len(self._tasks) - self._queued - self.pacer.in_flight >= SETTLE_BACKLOG_MAX
+        if claimed_ahead is None and backlogged:
+            return False  # a task ending wakes the loop
         if claimed_ahead is not None:
             # Claimed while the last batch was built, when a slot was free for it: its rows
             # are ours and go out whatever the slots are now (they wait for one if need be).
@@ -305,7 +317,12 @@ class Worker:
             rows = await self.store.claim(limit, self.owner, now, now + self.config.lease_s)
         if not rows:
             return False
-        if free > 1 and len(rows) == self.config.max_events and not self._stopping.is_set():
+        if (
+            free > 1
+            and len(rows) == self.config.max_events
+            and not backlogged
+            and not self._stopping.is_set()
+        ):
             # Another full request fits: the database claims it while this one is built, so
             # the loop goes from one build to the next instead of waiting for each claim.
             self._claim_ahead = asyncio.ensure_future(
