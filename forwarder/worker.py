@@ -44,8 +44,9 @@ BUILD_SLICE = 100  # events built between two turns of the event loop
 # write leaves the lock free for 2-5 ms after it; answers of small requests (1,000 events a
 # second arriving a few at a time) then came faster than they could be written, the queue of
 # writes grew without bound, and the heartbeat queued behind it stopped the loop for a second
-# every 15 s. Waiting instead lets the next claim take more rows at once.
-SETTLE_BACKLOG_MAX = 8
+# every 15 s. Waiting instead lets the next claim take more rows at once. The bound is twice the
+# requests allowed in flight (FORWARDER_CONCURRENCY), and at least this.
+SETTLE_BACKLOG_MIN = 8
 # While a worker runs, the young generation is collected after this many net allocations
 # instead of CPython's 700. A claim of 1,000 events allocates some 15,000 objects that live
 # until their request is answered: at 700 the collector ran some twenty times per request,
@@ -191,6 +192,8 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued = 0  # batches waiting for a free request slot
         self._claim_ahead: asyncio.Future[list[OutboxRow]] | None = None  # the next claim
+        #: Answered requests waiting for their outcome to be written, at which claims wait.
+        self.settle_backlog_max = max(SETTLE_BACKLOG_MIN, 2 * pacer.max_limit)
         self._leased: dict[int, OutboxRow] = {}
         self._next_rescue = 0.0
         self._next_heartbeat = 0.0
@@ -297,8 +300,9 @@ class Worker:
         limit = 1 if self.pacer.paused else self.config.max_events
         claimed_ahead = self._claim_ahead
         # Answered requests whose outcome waits to be written (or whose rejected part waits
-        # for a slot): past SETTLE_BACKLOG_MAX, nothing more is claimed until some are written.
-        backlogged = len(self._tasks) - self._queued - self.pacer.in_flight >= SETTLE_BACKLOG_MAX
+        # for a slot): past the bound, nothing more is claimed until some are written.
+        settling = len(self._tasks) - self._queued - self.pacer.in_flight
+        backlogged = settling >= self.settle_backlog_max
         if claimed_ahead is None and backlogged:
             return False  # a task ending wakes the loop
         if claimed_ahead is not None:
