@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from forwarder.backoff import BackoffPolicy
 from forwarder.errors import StoreError
@@ -20,7 +22,7 @@ from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok import TikTokClient
-from forwarder.worker import Worker, WorkerConfig
+from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
 
 from .conftest import insert
 from .helpers import ManualClock, purchase, query, statuses, wait_until
@@ -469,3 +471,38 @@ async def test_claims_wait_while_answers_wait_to_be_written(
     totals = await asyncio.wait_for(run, 30)
     assert totals.delivered == 100
     assert statuses(db_path) == {"sent": 100}
+
+
+async def test_old_sent_rows_are_pruned_a_batch_per_turn(
+    harness: Harness, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backlog of sent rows past the retention goes PRUNE_BATCH rows per turn of the loop,
+    the next turn PRUNE_AGAIN_S later, and is reported in one log line once caught up."""
+    old = harness.clock.now - 8 * 86400
+    insert(db_path, [purchase(i) for i in range(2 * PRUNE_BATCH + 10)])
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE tiktok_outbox SET status = 'sent', sent_at = ?", (old,))
+    conn.close()
+    limits: list[int] = []
+    real_prune = harness.store.prune_sent
+
+    async def prune_sent(before: float, limit: int) -> int:
+        limits.append(limit)
+        return await real_prune(before, limit)
+
+    monkeypatch.setattr(harness.store, "prune_sent", prune_sent)
+    worker = harness.worker(drain=False, retention_s=7 * 86400)
+    with capture_logs() as logs:
+        run = asyncio.create_task(worker.run())
+        try:
+            for turn in range(1, 4):
+                await wait_until(lambda turn=turn: len(limits) == turn, 10, f"prune {turn}")
+                harness.clock.advance(PRUNE_AGAIN_S)
+            await wait_until(lambda: not query(db_path, "SELECT id FROM tiktok_outbox"), 10)
+        finally:
+            worker.stop()
+            await asyncio.wait_for(run, 10)
+    assert limits == [PRUNE_BATCH] * 3
+    pruned = [entry["rows"] for entry in logs if entry["event"] == "sent_rows_pruned"]
+    assert pruned == [2 * PRUNE_BATCH + 10]
