@@ -290,9 +290,9 @@ class Worker:
             pruned = await self.store.prune_sent(now - self.config.retention_s, PRUNE_BATCH)
             # A full batch means more is waiting: come back soon, between claims.
             self._next_prune = now + (PRUNE_AGAIN_S if pruned == PRUNE_BATCH else PRUNE_EVERY_S)
-            # One line per catch-up, not one per batch.
+            # One line per catch-up (or per 100 batches of a long one), not one per batch.
             self._pruned += pruned
-            if pruned < PRUNE_BATCH and self._pruned:
+            if self._pruned and (pruned < PRUNE_BATCH or self._pruned >= 100 * PRUNE_BATCH):
                 self._log.info("sent_rows_pruned", rows=self._pruned)
                 self._pruned = 0
         if now >= self._next_shared:
