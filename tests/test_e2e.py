@@ -54,8 +54,11 @@ def daemon_env(db_path: Path, fake: FakeTikTok, **extra: str) -> dict[str, str]:
 
 
 def sqlite3_cli(db_path: Path, sql: str) -> None:
-    """Run SQL through the sqlite3 command-line tool, as an operator or a shell script would."""
-    subprocess.run(["sqlite3", str(db_path)], input=sql.encode(), check=True, timeout=60)
+    """Run SQL through the sqlite3 command-line tool, as an operator or a shell script would,
+    with the busy timeout the README asks every writer for (without one, the tool failed with
+    "database is locked" whenever it met one of the daemon's claims)."""
+    script = ".timeout 5000\n" + sql
+    subprocess.run(["sqlite3", str(db_path)], input=script.encode(), check=True, timeout=60)
 
 
 def insert_rows(db_path: Path, rows: list[dict[str, object]]) -> None:
