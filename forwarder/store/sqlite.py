@@ -37,6 +37,10 @@ from forwarder.store.sqlite_writer import (
     in_transaction,
 )
 
+# The columns of an OutboxRow, in its order.
+_COLUMNS = """id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+       attempts, created_at"""
+
 # The due rows, oldest first; every claim reads them through this (the partial index
 # tiktok_outbox_due serves it).
 _DUE = """SELECT {columns} FROM tiktok_outbox
@@ -49,15 +53,13 @@ CLAIM = f"""
 UPDATE tiktok_outbox
    SET status = 'inflight', lease_owner = :owner, lease_until = :lease_until, updated_at = :now
  WHERE id IN ({_DUE.format(columns="id")})
-RETURNING id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-          attempts, created_at
+RETURNING {_COLUMNS}
 """
 
 # The rows one CLAIM leased, read again: only that claim gives rows of this owner this
 # updated_at and this lease_until (a heartbeat moves lease_until, not updated_at).
-CLAIMED = """
-SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-       attempts, created_at
+CLAIMED = f"""
+SELECT {_COLUMNS}
   FROM tiktok_outbox
  WHERE status = 'inflight' AND lease_until = :lease_until
    AND lease_owner = :owner AND updated_at = :now
@@ -110,20 +112,14 @@ UPDATE tiktok_outbox
 """
 CLAIM_READS = 3  # due ids read again at most this often when another claimer took some
 
-LEASED = """
-SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-       attempts, created_at
-  FROM tiktok_outbox
+# The rows LEASE leased, read back: as they are (LEASED), or as one JSON value (LEASED_ROWS).
+_LEASED = """SELECT {columns} FROM tiktok_outbox
  WHERE id IN (SELECT value FROM json_each(:ids))
    AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
- ORDER BY next_attempt_at, id
-"""
+ ORDER BY next_attempt_at, id"""
+LEASED = _LEASED.format(columns=_COLUMNS)
 LEASED_ROWS = f"""
-SELECT json_group_array({_ROW_JSON})
-  FROM (SELECT * FROM tiktok_outbox
-         WHERE id IN (SELECT value FROM json_each(:ids))
-           AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
-         ORDER BY next_attempt_at, id)
+SELECT json_group_array({_ROW_JSON}) FROM ({_LEASED.format(columns="*")})
 """
 
 # Ids travel as one JSON array parameter: one statement per Writer.rows_per_write rows.
