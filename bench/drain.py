@@ -19,7 +19,11 @@ the JSON holds the median, every round's figure, and each round's forwarder/mini
 paired comparison to trust on a busy machine). CPU seconds of the forwarder process, the minimal
 loop and the fake are reported per 1,000 events, to show where the ceiling is.
 
+--concurrency N runs all three with N requests in flight (the forwarder through
+FORWARDER_CONCURRENCY); by default 4, the forwarder's default.
+
 Usage: python bench/drain.py [--events 100000] [--latency-ms 0] [--rounds 1] [--naive-events 5000]
+                             [--concurrency 4]
 """
 
 from __future__ import annotations
@@ -242,12 +246,12 @@ def log_time(lines: str, event: str) -> float:
     raise RuntimeError(f"no {event} log line in:\n{lines[-2000:]}")
 
 
-def run_forwarder(path: Path, url: str, events: int) -> dict[str, float]:
+def run_forwarder(path: Path, url: str, events: int, **extra: str) -> dict[str, float]:
     """Deliver the whole outbox with `forwarder run --once`; seconds and CPU seconds."""
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "forwarder", "run", "--once", "--no-migrate"],
-        env=daemon_env(path, url),
+        env=daemon_env(path, url, **extra),
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -350,6 +354,7 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--naive-events", type=int, default=5000, help="0 skips the naive sender")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="requests in flight")
     args = parser.parse_args()
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -370,7 +375,10 @@ def main() -> None:
                     fake_control(url, "reset", {})
                     fake_before = cpu_s(fake.pid)
                     children = os.times()
-                    timing = run_forwarder(ours, url, args.events)
+                    settings: dict[str, str] = {}
+                    if args.concurrency != CONCURRENCY:
+                        settings["FORWARDER_CONCURRENCY"] = str(args.concurrency)
+                    timing = run_forwarder(ours, url, args.events, **settings)
                     after = os.times()
                     result["forwarder_s"] = timing["s"]
                     result["forwarder_wall_s"] = timing["wall_s"]
@@ -387,7 +395,7 @@ def main() -> None:
                     copy_db(base_src, base)
                     fake_control(url, "reset", {})
                     fake_before, own_before = cpu_s(fake.pid), time.process_time()
-                    result["minimal_s"] = asyncio.run(minimal_loop(base, url))
+                    result["minimal_s"] = asyncio.run(minimal_loop(base, url, args.concurrency))
                     result["minimal_cpu_s"] = time.process_time() - own_before
                     result["fake_cpu_minimal_s"] = cpu_s(fake.pid) - fake_before
                     assert sent(base) == args.events, "the minimal loop left rows undelivered"
@@ -398,7 +406,7 @@ def main() -> None:
                     copy_db(naive_src, naive)
                     fake_control(url, "reset", {})
                     fake_before, own_before = cpu_s(fake.pid), time.process_time()
-                    result["naive_s"] = asyncio.run(naive_sender(naive, url))
+                    result["naive_s"] = asyncio.run(naive_sender(naive, url, args.concurrency))
                     result["naive_cpu_s"] = time.process_time() - own_before
                     result["fake_cpu_naive_s"] = cpu_s(fake.pid) - fake_before
                     assert sent(naive) == args.naive_events, "the naive sender left rows"
@@ -419,6 +427,7 @@ def main() -> None:
         "command": " ".join(["python", *sys.argv]),
         "events": args.events,
         "latency_ms": args.latency_ms,
+        "concurrency": args.concurrency,
         "rounds": args.rounds,
         "forwarder_events_per_s": statistics.median(ours_rate),
         "minimal_loop_events_per_s": statistics.median(base_rate),
