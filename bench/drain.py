@@ -8,11 +8,12 @@ its own process on loopback, its counters reset before every measurement):
   interpreter's start-up (about 0.5 s of imports) is left out, as it is for the baselines. The
   wall time including start-up is reported too.
 - minimal loop: the ceiling, run inside this process: claim 1,000 rows, join their stored
-  (already normalised and hashed) JSON, POST, mark sent, 4 requests at a time. No checks.
+  (already normalised and hashed) JSON, POST, mark sent, 4 requests at a time (--concurrency).
+  No checks.
 - naive sender: one event per request, as Segment's and Stape's TikTok integrations send them,
-  4 requests at a time over one keep-alive session, with the same prebuilt payloads (so it is
-  spared the normalisation the forwarder does). It runs on fewer events (--naive-events): its
-  rate is bounded per request, not per event.
+  4 requests at a time (--concurrency) over one keep-alive session, with the same prebuilt
+  payloads (so it is spared the normalisation the forwarder does). It runs on fewer events
+  (--naive-events): its rate is bounded per request, not per event.
 
 Every round copies fresh databases and alternates which of forwarder and minimal loop goes first;
 the JSON holds the median, every round's figure, and each round's forwarder/minimal ratio (the
