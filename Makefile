@@ -1,13 +1,16 @@
-# The two commands a newcomer types: `make run` and `make test`. Each makes the virtual
-# environment on first use (and again when pyproject.toml changes).
+# The two commands a newcomer types: `make run` and `make test`. Each first installs the system
+# packages it needs (scripts/setup.sh: apt-get as root or with passwordless sudo, else one line
+# saying what to run), then makes the virtual environment on first use (and again when
+# pyproject.toml changes).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv run test soak lint format demo bench clean
+.PHONY: venv run try test unit soak lint format demo bench clean
 
 $(STAMP): pyproject.toml
+	@bash scripts/setup.sh run
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -15,16 +18,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The daemon on the embedded SQLite default (./forwarder.db), with the settings of ./.env.
 run: venv
 	$(BIN)/forwarder migrate
 	$(BIN)/forwarder run
 
+# The daemon against the project's fake TikTok on loopback, no token needed: insert a row into
+# ./forwarder.db from another terminal and watch it arrive (README, quick start).
+try: venv
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/try.sh
+
 test: venv
+	@bash scripts/setup.sh test
 	$(BIN)/pytest
 
 # The reliability tests at a larger scale: 200k events and 100 kills in the crash loop, 500
 # fuzzed examples (not derandomized), a 5,000-event failure storm. A few minutes on 2 cores.
 soak: venv
+	@bash scripts/setup.sh test
 	FORWARDER_SOAK=1 $(BIN)/pytest --timeout=3600 -p no:cacheprovider -s \
 		tests/test_crash_loop.py tests/test_fault_matrix.py tests/test_db_faults.py \
 		tests/test_fuzz.py tests/test_secrets.py
@@ -39,6 +50,7 @@ format: venv
 	$(BIN)/ruff format forwarder tests bench examples
 
 demo: venv
+	@bash scripts/setup.sh demo
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
 # Drain (with the minimal-loop and naive baselines), steady state, contention, idle CPU and
@@ -48,4 +60,4 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data try-data

@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from forwarder import backoff, payload
+from forwarder import startup
 from forwarder.errors import ConfigError
 from forwarder.metrics import Metrics
 from forwarder.notify import Notifier, Progress, keepalive
@@ -24,53 +24,12 @@ from forwarder.server import Health, serve
 from forwarder.settings import Settings, store_options
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
-from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker, WorkerConfig
+from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
 
 
 def lease_owner() -> str:
     """Name this process in the rows it leases: host, pid and a random tag."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-def worker_config(settings: Settings) -> WorkerConfig:
-    """Translate the settings into the worker's configuration."""
-    if settings.lease < 2 * settings.request_timeout:
-        raise ConfigError(
-            "FORWARDER_LEASE must be at least twice FORWARDER_REQUEST_TIMEOUT, "
-            "or rows would return to pending while their request is still in flight"
-        )
-    if settings.retention < 2 * 86400:
-        raise ConfigError(
-            "FORWARDER_RETENTION must be at least 2d: TikTok deduplicates for 48 hours, and the "
-            "outbox's unique key must remember an event at least that long"
-        )
-    if settings.backoff_max < settings.backoff_initial:
-        raise ConfigError(
-            "FORWARDER_BACKOFF_MAX must not be smaller than FORWARDER_BACKOFF_INITIAL"
-        )
-    return WorkerConfig(
-        build=payload.BuildOptions(
-            default_pixel=settings.tiktok_pixel_code,
-            phone_region=settings.phone_region or None,
-            consent_default=settings.consent_default,
-            max_age_s=settings.max_event_age,
-            test_event_code=settings.tiktok_test_event_code or None,
-        ),
-        backoff=backoff.BackoffPolicy(
-            initial_s=settings.backoff_initial,
-            cap_s=settings.backoff_max,
-            retry_after_cap_s=settings.retry_after_max,
-        ),
-        max_events=settings.batch_max_events,
-        max_bytes=settings.batch_max_bytes,
-        poll_interval_s=settings.poll_interval,
-        lease_s=settings.lease,
-        shutdown_grace_s=settings.shutdown_grace,
-        unknown_code_max_attempts=settings.unknown_code_max_attempts,
-        ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
-        retention_s=settings.retention,
-        scrub=not settings.keep_raw_identifiers,
-    )
 
 
 @contextmanager
@@ -94,16 +53,14 @@ def on_stop(callback: Callable[[], None]) -> Iterator[None]:
 async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -> Totals:
     """Run the daemon: migrate, check the database, deliver until stopped."""
     log = structlog.get_logger("forwarder")
-    token = settings.access_token()
-    config = worker_config(settings)
-    if not settings.tiktok_pixel_code:
-        log.warning(
-            "no_default_pixel",
-            note="rows without pixel_code will be dead-lettered; set TIKTOK_PIXEL_CODE",
-        )
+    checked = startup.validate(settings)
+    token, config = checked.token.value, checked.worker
+    log.info("token_loaded", source=checked.token.source)
+    for warning in checked.warnings:
+        log.warning("setting_warning", note=warning)
     notifier = Notifier.from_env()
     notifier.status("starting: migrating and checking the database")
-    store = await open_store(settings.database_url, **store_options(settings))
+    store = await open_store(settings.database_url, create=migrate, **store_options(settings))
     try:
         if migrate:
             applied = await store.migrate()
@@ -129,7 +86,8 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
                 paused_reason=lambda: pacer.paused_reason,
                 stale_after_s=max(30.0, 3 * settings.request_timeout),
             )
-            runner = await _serve(health, settings.http_addr, log)
+            # `run --once` serves nothing: it can run beside a daemon that holds the port.
+            runner = None if once else await _serve(health, settings.http_addr, log)
             try:
                 # Ready only now: migrated, the database answered, the HTTP server listens.
                 notifier.ready(_status_line(worker, pacer))
@@ -143,7 +101,8 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
                         return await worker.run()
             finally:
                 notifier.stopping("stopping")
-                await runner.cleanup()
+                if runner is not None:
+                    await runner.cleanup()
     finally:
         await store.close()
         notifier.close()
@@ -179,5 +138,15 @@ async def _serve(
         runner = await serve(health, addr)
     except OSError as error:
         raise ConfigError(f"FORWARDER_HTTP_ADDR {addr}: cannot listen: {error.strerror}") from None
-    log.info("http_listening", addr=addr, paths=["/metrics", "/healthz", "/readyz"])
+    # The address really bound: with port 0 the system picked a free one.
+    bound = [_address(entry) for entry in runner.addresses]
+    log.info("http_listening", addr=", ".join(bound), paths=["/metrics", "/healthz", "/readyz"])
     return runner
+
+
+def _address(entry: object) -> str:
+    """host:port of one listening socket address (an IPv6 host in brackets)."""
+    if isinstance(entry, tuple) and len(entry) >= 2:
+        host, port = str(entry[0]), entry[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(entry)

@@ -12,15 +12,15 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from forwarder import __version__, app, lint, logs, payload, tools
+from forwarder import __version__, app, helptext, lint, logs, payload, startup, tools
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
-from forwarder.settings import Settings, load_settings, store_options
-from forwarder.store import open_store
+from forwarder.settings import Settings, load_settings
 from forwarder.store.base import NewEvent, Summary
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_PAUSED, EXIT_REFUSED = 0, 1, 2, 3, 4
@@ -33,23 +33,24 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="forwarder",
         description="Deliver the tiktok_outbox table to TikTok's Events API.",
-        epilog="Settings come from the environment and ./.env; see .env.example.",
+        epilog=helptext.TOP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"forwarder {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    run = sub.add_parser("run", help="run the daemon (migrates first)")
+    common = helptext.common_options()
+    run = helptext.command(sub, "run", common)
     run.add_argument("--once", action="store_true", help="deliver everything due, then exit")
     run.add_argument("--no-migrate", action="store_true", help="do not migrate on start")
-    sub.add_parser("migrate", help="create or upgrade the outbox schema (idempotent)")
-    enqueue = sub.add_parser("enqueue", help="insert one event given as JSON; prints its row id")
-    enqueue.add_argument("file", nargs="?", default="-", help="a JSON file, or - for stdin")
-    status = sub.add_parser("status", help="show the outbox and the destination")
-    status.add_argument("--json", action="store_true", help="print JSON")
     run.set_defaults(func=_run)
-    sub.choices["migrate"].set_defaults(func=_migrate)
+    helptext.command(sub, "migrate", common).set_defaults(func=_migrate)
+    enqueue = helptext.command(sub, "enqueue", common)
+    enqueue.add_argument("file", nargs="?", default="-", help="a JSON file, or - for stdin")
     enqueue.set_defaults(func=_enqueue)
+    status = helptext.command(sub, "status", common)
+    status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_status)
-    tools.add_parsers(sub)
+    tools.add_parsers(sub, common)
     return top
 
 
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
     args = parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = settings_from(args)
         logs.configure(settings.log_format, settings.log_level)
         command: Callable[[Settings, argparse.Namespace], int] = args.func
         return command(settings, args)
@@ -69,6 +70,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """The settings for a command: ``--env-file`` (default ./.env, if there) and
+    ``--database-url`` over the environment."""
+    env_file: str | None = args.env_file
+    if env_file is None:
+        env_file = ".env"
+    elif not Path(env_file).exists():
+        raise ConfigError(f"--env-file {env_file}: no such file")
+    return load_settings(env_file, database_url=args.database_url)
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -84,14 +96,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
-    async def go() -> list[str]:
-        store = await open_store(settings.database_url, **store_options(settings))
-        try:
-            return await store.migrate()
-        finally:
-            await store.close()
-
-    applied = asyncio.run(go())
+    applied = tools.with_store(settings, lambda store: store.migrate(), create=True, migrated=False)
     print(f"applied {', '.join(applied)}" if applied else "up to date")
     return EXIT_OK
 
@@ -99,7 +104,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 def _read_event(source: str) -> NewEvent:
     """Parse and check one event given as the outbox columns in a JSON object."""
     try:
-        raw = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
         raise ConfigError(f"cannot read {source}: {error.strerror}") from None
     try:
@@ -151,21 +156,11 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
         0,
         now,
     )
-    options = app.worker_config(settings).build
-    checked = payload.build(row, options, now)
+    checked = payload.build(row, startup.build_options(settings), now)
     if isinstance(checked, payload.Refused):
         print(f"forwarder: refused ({checked.code}): {checked.reason}", file=sys.stderr)
         return EXIT_REFUSED
-
-    async def go() -> tuple[int, bool]:
-        store = await open_store(settings.database_url, **store_options(settings))
-        try:
-            await store.migrate()
-            return await store.insert(event)
-        finally:
-            await store.close()
-
-    row_id, new = asyncio.run(go())
+    row_id, new = tools.with_store(settings, lambda store: store.insert(event))
     print(row_id)
     if not new:
         print(
@@ -175,15 +170,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _status(settings: Settings, args: argparse.Namespace) -> int:
-    async def go() -> Summary:
-        store = await open_store(settings.database_url, **store_options(settings))
-        try:
-            await store.ping()
-            return await store.summary(time.time())
-        finally:
-            await store.close()
-
-    summary = asyncio.run(go())
+    summary: Summary = tools.with_store(settings, lambda store: store.summary(time.time()))
     destination: dict[str, Any] = summary.state.get("destination") or {"paused": False}
     if args.json:
         document = {

@@ -98,8 +98,11 @@ class FakeTikTok:
         latency_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        print_events: bool = False,
     ) -> None:
         self.host = loopback_host(host)
+        #: Print one line per accepted request to stdout (for `make try` and `make demo`).
+        self.print_events = print_events
         self.port = port
         self.token = token
         self.latency_s = latency_s
@@ -305,6 +308,8 @@ class FakeTikTok:
         self._pending.append(raw)
         source_id = payload["event_source_id"]
         data = payload["data"]
+        if self.print_events:
+            print(_describe_request(payload), flush=True)
         self._accepted_count += len(data)
         for event in data:
             event_id = event.get("event_id")
@@ -506,6 +511,21 @@ def _records(payload: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _describe_request(payload: dict[str, Any]) -> str:
+    """One line saying what a valid request carried: events by name, pixel, match keys."""
+    data = payload["data"]
+    names = collections.Counter(str(event["event"]) for event in data)
+    keys = sorted({key for event in data for key in (event.get("user") or {})})
+    what = ", ".join(f"{name} x{count}" for name, count in names.most_common(5))
+    if len(data) == 1:
+        what = f"{data[0]['event']} {data[0].get('event_id', '')!r}"
+    test = f" (test code {payload['test_event_code']})" if payload.get("test_event_code") else ""
+    return (
+        f"fake-tiktok: accepted {len(data)} event(s) for {payload['event_source']} pixel "
+        f"{payload['event_source_id']}{test}: {what}; user fields: {', '.join(keys) or 'none'}"
+    )
+
+
 def _not_valid(path: str, kind: str) -> tuple[int, str]:
     return _PARAM_ERROR, f"{path}: Not a valid {kind}"
 
@@ -608,14 +628,16 @@ def _scripted_from_json(item: Any) -> Scripted:
 # -- command line -------------------------------------------------------------------------------
 
 
-async def _serve(host: str, port: int, token: str, latency_s: float) -> int:
+async def _serve(host: str, port: int, token: str, latency_s: float, print_events: bool) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT)
     for signum in signals:
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with FakeTikTok(token=token, latency_s=latency_s, host=host, port=port) as fake:
+        async with FakeTikTok(
+            token=token, latency_s=latency_s, host=host, port=port, print_events=print_events
+        ) as fake:
             print(f"fake-tiktok listening on {fake.url}", flush=True)
             await stop.wait()
     finally:
@@ -636,6 +658,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--latency-ms", type=float, default=0.0, help="added to every answer (default 0)"
     )
+    parser.add_argument(
+        "--print-events", action="store_true", help="print one line per accepted request"
+    )
     args = parser.parse_args(argv)
     try:
         host = loopback_host(args.host)
@@ -644,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_ms < 0 or not 0 <= args.port <= 65535:
         parser.error("--latency-ms must be >= 0 and --port within 0..65535")
     try:
-        return asyncio.run(_serve(host, args.port, args.token, args.latency_ms / 1000))
+        return asyncio.run(
+            _serve(host, args.port, args.token, args.latency_ms / 1000, args.print_events)
+        )
     except OSError as error:
         print(f"fake-tiktok: cannot listen on {host}:{args.port}: {error}", file=sys.stderr)
         return 1

@@ -24,7 +24,7 @@ DENIED = "denied"
 EVENT_SOURCES = ("web", "app", "offline", "crm")
 DEFAULT_EVENT_SOURCE = "web"
 
-#: DESIGN.md §2: the keys an application may put in ``payload``.
+#: docs/contract.md: the keys an application may put in ``payload``.
 _LIMITED_DATA_SOURCES = frozenset({"web", "app"})
 PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
 #: §2.2: objects passed through to TikTok as given, in the order they are sent.
@@ -52,7 +52,7 @@ PLAIN_KEYS = (
 USER_KEYS = HASHED_LIST_KEYS + HASHED_SCALAR_KEYS + PLAIN_KEYS
 #: The user keys reported in ``Built.match_keys`` (match-key coverage for the marketer).
 MATCH_KEYS = frozenset(("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent"))
-#: DESIGN.md §2: what ``ad_user_data: denied`` keeps on this machine.
+#: docs/contract.md: what ``ad_user_data: denied`` keeps on this machine.
 PERSONAL_KEYS = frozenset(HASHED_LIST_KEYS + HASHED_SCALAR_KEYS + ("idfa", "gaid"))
 CONSENT_KEYS = ("ad_user_data", "ad_personalization")
 
@@ -397,7 +397,7 @@ def _optional_text(value: object, name: str) -> str | None:
 
 
 def _event_time(value: object, created_at: float, now: float, warnings: list[str]) -> int:
-    # §2.2: integer Unix seconds; DESIGN.md §2: defaults to the insert time.
+    # §2.2: integer Unix seconds; docs/contract.md: defaults to the insert time.
     if value is None:
         seconds = int(created_at)
     elif isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
@@ -443,7 +443,7 @@ def _parse_payload(raw: object) -> dict[str, Any]:
 
 
 def _consent(value: object, default: str) -> tuple[str, str]:
-    # DESIGN.md §2 and tiktok-events-api.md §7.3: the 2.0 schema has no consent field, so
+    # docs/contract.md and tiktok-events-api.md §7.3: the 2.0 schema has no consent field, so
     # consent is applied here and the object itself is never sent.
     if value is None:
         return default, default

@@ -5,12 +5,14 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import phonenumbers
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from forwarder import credentials
 from forwarder.errors import ConfigError
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -26,34 +28,49 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _blank_is_unset(value: object) -> object:
+    """An empty or blank value (``TIKTOK_ACCESS_TOKEN=`` in an env file) counts as unset."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def parse_duration(value: object) -> object:
     """Read ``90``, ``90s``, ``250ms``, ``5m``, ``2h`` or ``7d`` as seconds."""
     if isinstance(value, str):
         match = _DURATION.match(value)
         if not match:
-            raise ValueError("a duration like 30s, 250ms, 5m, 2h or 7d")
+            raise ValueError("must be a duration like 30s, 250ms, 5m, 2h or 7d")
         return float(match.group(1)) * _UNITS[match.group(2) or "s"]
     return value
 
+
+_PIXEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 #: Seconds, written as a number or with a unit (``ms``, ``s``, ``m``, ``h``, ``d``).
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
 class Settings(BaseSettings):
-    """Every setting of DESIGN.md §5; `.env.example` documents each one."""
+    """Every setting the daemon reads; `.env.example` and the README's table document each one."""
 
     model_config = SettingsConfigDict(
         env_file=".env",
-        env_file_encoding="utf-8",
+        env_file_encoding="utf-8-sig",  # a byte-order mark some editors write is not a setting
         extra="ignore",
         frozen=True,
         populate_by_name=False,
     )
 
     # TikTok.
-    tiktok_access_token: SecretStr | None = Field(None, validation_alias="TIKTOK_ACCESS_TOKEN")
-    tiktok_access_token_file: Path | None = Field(None, validation_alias="TIKTOK_ACCESS_TOKEN_FILE")
+    tiktok_access_token: Annotated[SecretStr | None, BeforeValidator(_blank_is_unset)] = Field(
+        None, validation_alias="TIKTOK_ACCESS_TOKEN"
+    )
+    tiktok_access_token_file: Annotated[Path | None, BeforeValidator(_blank_is_unset)] = Field(
+        None, validation_alias="TIKTOK_ACCESS_TOKEN_FILE"
+    )
+    #: Set by systemd for a unit with LoadCredential=; the token may be one of its files.
+    credentials_directory: Annotated[Path | None, BeforeValidator(_blank_is_unset)] = Field(
+        None, validation_alias="CREDENTIALS_DIRECTORY"
+    )
     tiktok_pixel_code: str = Field("", validation_alias="TIKTOK_PIXEL_CODE")
     tiktok_api_url: str = Field(
         "https://business-api.tiktok.com", validation_alias="TIKTOK_API_URL"
@@ -110,6 +127,17 @@ class Settings(BaseSettings):
         "info", validation_alias="FORWARDER_LOG_LEVEL"
     )
 
+    @field_validator("tiktok_pixel_code")
+    @classmethod
+    def _pixel(cls, value: str) -> str:
+        value = value.strip()
+        if value and not _PIXEL.fullmatch(value):
+            raise ValueError(
+                "must be the pixel code from TikTok Events Manager (letters and digits, such "
+                "as D34FV3JC77U1PDQ72P1G), not a placeholder"
+            )
+        return value
+
     @field_validator("tiktok_api_url")
     @classmethod
     def _api_url(cls, value: str) -> str:
@@ -125,45 +153,39 @@ class Settings(BaseSettings):
     @classmethod
     def _http_addr(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9464")
+        if not sep:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9464 (port 0 picks a free one)")
+        if not port.isdigit():
+            raise ValueError(f"the port must be a number, e.g. 127.0.0.1:9464, got {port!r}")
+        if int(port) > 65535:
+            raise ValueError(f"the port must be between 0 and 65535, got {port}")
+        if not host:
+            raise ValueError(f"the host is missing: 127.0.0.1:{port} (0.0.0.0 listens everywhere)")
         return value
 
     @field_validator("phone_region")
     @classmethod
     def _region(cls, value: str) -> str:
         value = value.strip().upper()
-        if value and not re.fullmatch(r"[A-Z]{2}", value):
-            raise ValueError("must be a two-letter ISO 3166 region such as US or GB, or empty")
+        if value and value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(
+                "must be a two-letter region that has phone numbers, such as US, GB or DE, or empty"
+            )
         return value
 
     def access_token(self) -> str:
-        """Return the token from TIKTOK_ACCESS_TOKEN or the file TIKTOK_ACCESS_TOKEN_FILE names.
+        """Return the token from TIKTOK_ACCESS_TOKEN, TIKTOK_ACCESS_TOKEN_FILE or the systemd
+        credential; raise ConfigError naming the place (never the value) when it is wrong."""
+        return self.token().value
 
-        Raises ConfigError, naming the setting and where to put it, when neither holds one.
-        """
-        if self.tiktok_access_token is not None:
-            token = self.tiktok_access_token.get_secret_value().strip()
-        elif self.tiktok_access_token_file is not None:
-            try:
-                token = self.tiktok_access_token_file.read_text(encoding="utf-8").strip()
-            except OSError as error:
-                raise ConfigError(
-                    f"TIKTOK_ACCESS_TOKEN_FILE: cannot read {self.tiktok_access_token_file}: "
-                    f"{error.strerror}"
-                ) from None
-        else:
-            token = ""
-        if not token:
-            raise ConfigError(
-                "TIKTOK_ACCESS_TOKEN is not set: put it in .env (copy .env.example) or the "
-                "environment, or name a file holding it in TIKTOK_ACCESS_TOKEN_FILE"
-            )
-        if any(ch.isspace() for ch in token) or token.lower().startswith("bearer"):
-            raise ConfigError(
-                "TIKTOK_ACCESS_TOKEN must be the bare token: no spaces and no 'Bearer' prefix"
-            )
-        return token
+    def token(self) -> credentials.Token:
+        """The token and the place it came from."""
+        secret = self.tiktok_access_token
+        return credentials.read_token(
+            secret.get_secret_value() if secret is not None else None,
+            self.tiktok_access_token_file,
+            self.credentials_directory,
+        )
 
 
 def store_options(settings: Settings) -> dict[str, bool]:
@@ -171,12 +193,22 @@ def store_options(settings: Settings) -> dict[str, bool]:
     return {"poll_only": settings.postgres_poll_only}
 
 
-def load_settings(env_file: str | Path | None = ".env") -> Settings:
-    """Read the settings, turning the first validation error into one clear ConfigError."""
+def load_settings(
+    env_file: str | Path | None = ".env", *, database_url: str | None = None
+) -> Settings:
+    """Read the settings, turning the first validation error into one clear ConfigError.
+
+    *env_file* is read if it exists (a missing ``.env`` is fine); *database_url*, when given
+    (``--database-url``), wins over the environment and the file.
+    """
+    overrides: dict[str, Any] = {}
+    if database_url is not None:
+        overrides["FORWARDER_DATABASE_URL"] = database_url
     try:
-        return Settings(_env_file=env_file)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as error:
         first = error.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "settings"
         # The message, never the input: a mistyped secret must not reach the terminal.
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"{name}: {message}") from None

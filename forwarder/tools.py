@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -13,54 +14,65 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from forwarder import app, lint, payload
+from forwarder import helptext, lint, payload, startup
 from forwarder.classify import Verdict, classify, classify_transport
-from forwarder.errors import ConfigError, TransportError
+from forwarder.errors import ConfigError, StoreError, TransportError
 from forwarder.events import OutboxRow
 from forwarder.migrate import load
 from forwarder.settings import Settings, parse_duration, store_options
-from forwarder.store import open_store
+from forwarder.store import open_store, redact_url
 from forwarder.store.base import DeadFilter, OutboxStore, RowDetail
 from forwarder.tiktok import TikTokClient
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 4
 LIST_LIMIT = 50  # rows `dead list` shows unless told otherwise
+REASON_CHARS = 80  # the longest reason `dead list` prints in its table (--json has all of it)
 
 _T = TypeVar("_T")
 
 
-def add_parsers(sub: Any) -> None:
-    """Add `dead`, `inspect` and `check` to the command line."""
-    dead = sub.add_parser("dead", help="list, replay or purge dead letters")
+def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """Add `dead`, `inspect` and `check` to the command line; *common* holds the options
+    every command takes."""
+    text = helptext.COMMANDS["dead"]
+    dead = sub.add_parser(
+        "dead",
+        help=text.summary,
+        description=text.description,
+        epilog=f"example:\n  {text.example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     verbs = dead.add_subparsers(dest="verb", required=True, metavar="VERB")
-    listing = verbs.add_parser("list", help="show dead rows, newest failures last")
+    listing = helptext.command(verbs, "dead list", common)
     _filters(listing)
     listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(func=dead_list)
-    replay = verbs.add_parser("replay", help="return dead rows to pending (keeps the failure)")
+    replay = helptext.command(verbs, "dead replay", common)
     _filters(replay, ids=True)
     replay.add_argument("--dry-run", action="store_true", help="only count what would replay")
     replay.add_argument("--all", action="store_true", help="replay every dead row")
     replay.set_defaults(func=dead_replay)
-    purge = verbs.add_parser("purge", help="delete dead rows")
+    purge = helptext.command(verbs, "dead purge", common)
     _filters(purge, ids=True)
     purge.add_argument("--all", action="store_true", help="purge every dead row")
     purge.add_argument("--yes", action="store_true", help="really delete")
     purge.set_defaults(func=dead_purge)
 
-    inspect = sub.add_parser("inspect", help="one event's life, identifiers shown hashed")
+    inspect = helptext.command(sub, "inspect", common)
     inspect.add_argument("event_id")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.set_defaults(func=inspect_event)
 
-    check = sub.add_parser("check", help="check settings and database; lint a payload")
+    check = helptext.command(sub, "check", common)
     check.add_argument(
         "--send-test",
         action="store_true",
         help="send one Test Event with TIKTOK_TEST_EVENT_CODE and show the answer",
     )
     check.add_argument(
-        "--payload", metavar="FILE", help="lint one event (outbox columns as JSON; - for stdin)"
+        "--payload",
+        metavar="FILE",
+        help="lint one event instead (outbox columns as JSON; - for stdin)",
     )
     check.set_defaults(func=check_command)
 
@@ -113,12 +125,27 @@ def _narrowed(where: DeadFilter) -> bool:
     return bool(where.codes or where.events or where.ids or where.since is not None)
 
 
-def with_store(settings: Settings, work: Callable[[OutboxStore], Awaitable[_T]]) -> _T:
-    """Open the store, run *work* on it, close it."""
+def with_store(
+    settings: Settings,
+    work: Callable[[OutboxStore], Awaitable[_T]],
+    *,
+    create: bool = False,
+    migrated: bool = True,
+) -> _T:
+    """Open the store, run *work* on it, close it: the one way every command reaches the outbox.
+
+    Only *create* makes a missing SQLite file (``migrate``); with *migrated*, a database the
+    daemon's schema is not in yet is refused with one line instead of a missing-table error.
+    """
 
     async def go() -> _T:
-        store = await open_store(settings.database_url, **store_options(settings))
+        store = await open_store(settings.database_url, create=create, **store_options(settings))
         try:
+            if migrated and not await store.applied_migrations():
+                raise StoreError(
+                    f"the database {redact_url(settings.database_url)} has no outbox yet: "
+                    "run `forwarder migrate` (or point --database-url at the daemon's database)"
+                )
             return await work(store)
         finally:
             await store.close()
@@ -171,7 +198,7 @@ def dead_list(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     table = [["ID", "EVENT_ID", "EVENT", "CODE", "ATTEMPTS", "DEAD AT", "REQUEST_ID", "REASON"]]
     for r in rows:
-        reason = (r.last_error or "")[:80]
+        reason = _cut(r.last_error or "", REASON_CHARS)
         table.append(
             [
                 str(r.id),
@@ -223,6 +250,11 @@ def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cut(text: str, most: int) -> str:
+    """*text* shortened to *most* characters, an ellipsis marking the cut."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def _by_code(rows: list[RowDetail]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for row in rows:
@@ -232,7 +264,7 @@ def _by_code(rows: list[RowDetail]) -> dict[str, int]:
 
 def _hashed_view(row: RowDetail, settings: Settings) -> dict[str, Any] | str:
     """The row's event as TikTok gets it (identifiers hashed), or why it cannot be built."""
-    options = app.worker_config(settings).build
+    options = startup.build_options(settings)
     outbox = OutboxRow(
         row.id,
         row.event_id,
@@ -245,17 +277,15 @@ def _hashed_view(row: RowDetail, settings: Settings) -> dict[str, Any] | str:
         row.attempts,
         row.created_at,
     )
-    # max_age is ignored here: an old event is still shown.
-    built = payload.build(
-        outbox, options.__class__(**{**_fields(options), "max_age_s": 1e12}), time.time()
+    # The event's body does not depend on the pixel (a placeholder stands in when none is
+    # set here) nor on its age (an old event is still shown).
+    shown = dataclasses.replace(
+        options, max_age_s=1e12, default_pixel=options.default_pixel or "DEFAULT"
     )
+    built = payload.build(outbox, shown, time.time())
     if isinstance(built, payload.Refused):
         return f"not shown ({built.code}): {built.reason}"
     return built.event
-
-
-def _fields(options: payload.BuildOptions) -> dict[str, Any]:
-    return {name: getattr(options, name) for name in options.__slots__}
 
 
 def inspect_event(settings: Settings, args: argparse.Namespace) -> int:
@@ -325,21 +355,25 @@ def check_command(settings: Settings, args: argparse.Namespace) -> int:
     if args.payload:
         return _lint_payload(settings, args.payload)
     failed = False
+    # The validation `run` does, first: a settings error ends the check (exit 2) before any
+    # line says ok.
+    checked = startup.validate(settings)
     print(
         f"settings      ok (pixel {settings.tiktok_pixel_code or 'NOT SET'}, "
-        f"API {settings.tiktok_api_url})"
+        f"API {settings.tiktok_api_url}, database {redact_url(settings.database_url)})"
     )
-    try:
-        settings.access_token()
-        print("token         set")
-    except ConfigError as error:
-        print(f"token         MISSING: {error}")
-        failed = True
+    print(f"token         set ({checked.token.source})")
+    for warning in checked.warnings:
+        print(f"warning       {warning}")
 
     async def database(store: OutboxStore) -> list[str]:
         return await store.applied_migrations()
 
-    applied = with_store(settings, database)
+    try:
+        applied = with_store(settings, database, migrated=False)
+    except StoreError as error:
+        print(f"database      FAILED: {error}")
+        return EXIT_FAILURE
     dialect = "sqlite" if settings.database_url.startswith("sqlite") else "postgresql"
     wanted = [m.name for m in load(dialect)]
     missing = [name for name in wanted if name not in applied]

@@ -38,6 +38,7 @@ PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
 PRUNE_BATCH = 1000
 PRUNE_AGAIN_S = 0.2  # after a full batch: more rows are waiting
 SHARED_STATE_EVERY_S = 1.0  # how often a throttle another daemon recorded is read
+SUMMARY_EVERY_S = 60.0  # how often an info line sums up delivery, while there is any
 STORE_RETRY_MAX_S = 30.0  # the longest wait between attempts to reach a failing database
 SETTLE_TRIES = 3  # attempts at writing one request's outcome before leaving it to the lease
 DRAIN_STORE_FAILURES = 5  # a drain run gives up after this many database failures in a row
@@ -205,6 +206,9 @@ class Worker:
         self._next_prune = 0.0
         self._pruned = 0  # rows pruned since the last sent_rows_pruned line
         self._next_shared = 0.0
+        self._next_summary = 0.0
+        self._summary_from = (0, 0, 0)  # totals (delivered, retried, dead) at the last summary
+        self._codes: Counter[str] = Counter()  # events per answer code since the last summary
         self._was_paused: str | None = pacer.paused_reason  # what was last published
         # A previous run may have left "paused" on record: the first answer publishes anew.
         self._state_published = False
@@ -295,6 +299,8 @@ class Worker:
             if self._pruned and (pruned < PRUNE_BATCH or self._pruned >= 100 * PRUNE_BATCH):
                 self._log.info("sent_rows_pruned", rows=self._pruned)
                 self._pruned = 0
+        if now >= self._next_summary:
+            self._summarise(now)
         if now >= self._next_shared:
             self._next_shared = now + SHARED_STATE_EVERY_S
             await self._read_shared_throttle(now)
@@ -344,6 +350,26 @@ class Worker:
             self._claim_ahead.add_done_callback(self._hold_claimed)
         await self._dispatch(rows, now)
         return True
+
+    def _summarise(self, now: float) -> None:
+        """Log what was delivered since the last summary, if anything was (one line a minute)."""
+        first = self._next_summary == 0.0
+        self._next_summary = now + SUMMARY_EVERY_S
+        totals = self.totals
+        current = (totals.delivered, totals.retried, totals.dead)
+        delivered, retried, dead = (a - b for a, b in zip(current, self._summary_from, strict=True))
+        self._summary_from = current
+        codes, self._codes = self._codes, Counter()
+        if first or not (delivered or retried or dead):
+            return
+        self._log.info(
+            "delivery_summary",
+            window_s=SUMMARY_EVERY_S,
+            delivered=delivered,
+            retried=retried,
+            dead=dead,
+            codes=dict(codes.most_common()),
+        )
 
     def _hold_claimed(self, claim: asyncio.Future[list[OutboxRow]]) -> None:
         """Count the rows of a claim made ahead as ours as soon as it returns: if the tick that
@@ -588,6 +614,7 @@ class Worker:
         for key, count in keys.items():
             self.metrics.match_keys.labels(key).inc(count)
         self.totals.delivered += len(batch.items)
+        self._codes[outcome.code] += len(batch.items)
         if outcome.code != "0":
             log.warning("tiktok_accepted_with_code", message=outcome.message)
         else:
@@ -710,6 +737,7 @@ class Worker:
         for retry in retries:
             self._leased.pop(retry.row_id, None)
         self.totals.retried += len(retries)
+        self._codes[code] += len(retries)
         self.metrics.retried.labels(reason).inc(len(retries))
 
     async def _dead(
@@ -724,13 +752,16 @@ class Worker:
         await self._store_call(
             lambda: self.store.mark_dead(dead, self.owner, request_id, count_attempt, now)
         )
+        groups: dict[str, list[Dead]] = {}
         for item in dead:
             self._leased.pop(item.row_id, None)
-            self.metrics.dead.labels(reason or item.code).inc()
+            groups.setdefault(reason or item.code, []).append(item)
         self.totals.dead += len(dead)
-        self._log.warning(
-            "events_dead", rows=len(dead), reason=reason or dead[0].code, detail=dead[0].reason
-        )
+        # One line per reason: rows refused for different reasons must not be counted as one.
+        for label, items in groups.items():
+            self.metrics.dead.labels(label).inc(len(items))
+            self._codes[items[0].code] += len(items)
+            self._log.warning("events_dead", rows=len(items), reason=label, detail=items[0].reason)
 
     async def _release(self, ids: list[int], now: float) -> None:
         await self._store_call(lambda: self.store.release(ids, self.owner, now))

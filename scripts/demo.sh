@@ -3,12 +3,20 @@
 # sqlite3 command-line tool (as an application would), deliver them, and show the status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# $DEMO_DIR (default: the checkout) is where the databases and logs go; the tests use it.
+cd "${DEMO_DIR:-.}"
 
 command -v sqlite3 >/dev/null || { echo "demo: needs the sqlite3 command (apt-get install sqlite3)" >&2; exit 1; }
+
+# Only the settings below: a developer's exported TIKTOK_*/FORWARDER_* or .env must not leak in.
+for name in $(compgen -e); do
+    case "$name" in TIKTOK_* | FORWARDER_* | CREDENTIALS_DIRECTORY) unset "$name" ;; esac
+done
 
 dir=demo-data
 rm -rf "$dir" && mkdir -p "$dir"
 db="$dir/demo.db"
+: > "$dir/empty.env"
 
 python -m forwarder.fake_tiktok --host 127.0.0.1 --port 0 --token demo-token --latency-ms 20 \
     > "$dir/fake.out" 2> "$dir/fake.log" &
@@ -25,7 +33,7 @@ echo "fake TikTok listening on $url"
 export TIKTOK_API_URL="$url" TIKTOK_ACCESS_TOKEN=demo-token TIKTOK_PIXEL_CODE=D34FV3JC77U1PDQ72P1G \
        FORWARDER_DATABASE_URL="sqlite:///$db" FORWARDER_PHONE_REGION=US FORWARDER_LOG_LEVEL=warning
 
-forwarder migrate
+forwarder migrate --env-file "$dir/empty.env"
 
 # 300 events as an application would write them, in one transaction: purchases with raw
 # identifiers (the daemon hashes them), leads with consent denied, a few test events, and
@@ -65,9 +73,10 @@ COMMIT;
 SQL
 echo "inserted $(sqlite3 "$db" 'SELECT count(*) FROM tiktok_outbox') rows with sqlite3"
 
-forwarder run --once
+# --once serves no HTTP port, so the demo runs even beside a `make run` daemon.
+forwarder run --once --env-file "$dir/empty.env"
 echo
-forwarder status
+forwarder status --env-file "$dir/empty.env"
 echo
 echo "dead rows and their reasons:"
 sqlite3 -box "$db" "SELECT event_id, last_code, last_error FROM tiktok_outbox WHERE status = 'dead'"

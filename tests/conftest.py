@@ -17,7 +17,7 @@ from forwarder.store.sqlite import SQLiteStore
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Keep the developer's settings and .env out of every test."""
     for name in list(os.environ):
-        if name.startswith(("TIKTOK_", "FORWARDER_")):
+        if name.startswith(("TIKTOK_", "FORWARDER_")) or name == "CREDENTIALS_DIRECTORY":
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
     yield

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import random
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -506,3 +507,35 @@ async def test_old_sent_rows_are_pruned_a_batch_per_turn(
     assert limits == [PRUNE_BATCH] * 3
     pruned = [entry["rows"] for entry in logs if entry["event"] == "sent_rows_pruned"]
     assert pruned == [2 * PRUNE_BATCH + 10]
+
+
+async def test_a_summary_line_a_minute_while_delivering(harness: Harness, db_path: Path) -> None:
+    """At info level the worker logs delivered, retried and dead events by code each minute."""
+    worker = harness.worker(drain=False)
+    with capture_logs() as logs:
+        task = asyncio.create_task(worker.run())
+        try:
+            insert(db_path, [purchase(i) for i in range(3)])
+            await wait_until(lambda: statuses(db_path) == {"sent": 3}, 20, "sent")
+            assert not [log for log in logs if log["event"] == "delivery_summary"]
+            harness.clock.advance(61)
+            await wait_until(
+                lambda: any(log["event"] == "delivery_summary" for log in logs), 20, "summary"
+            )
+        finally:
+            worker.stop()
+            await task
+    [summary] = [log for log in logs if log["event"] == "delivery_summary"]
+    assert summary["log_level"] == "info"
+    assert (summary["delivered"], summary["retried"], summary["dead"]) == (3, 0, 0)
+    assert summary["codes"] == {"0": 3}
+
+
+async def test_dead_rows_are_logged_per_reason(harness: Harness, db_path: Path) -> None:
+    """One too_old and one malformed row give two events_dead lines, one row each."""
+    old = {**purchase(1), "event_time": int(time.time()) - 30 * 86400}
+    insert(db_path, [old, {**purchase(2), "payload": "not json"}])
+    with capture_logs() as logs:
+        await harness.drain()
+    dead = {log["reason"]: log["rows"] for log in logs if log["event"] == "events_dead"}
+    assert dead == {"too_old": 1, "malformed": 1}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from forwarder.errors import ConfigError
@@ -20,18 +21,21 @@ def sqlite_path(url: str) -> Path:
 
 
 async def open_store(
-    url: str, *, busy_timeout_ms: int = 5000, poll_only: bool = False
+    url: str, *, busy_timeout_ms: int = 5000, poll_only: bool = False, create: bool = False
 ) -> OutboxStore:
     """Connect to the database *url* names; the backend is chosen by the scheme.
 
-    *busy_timeout_ms* applies to SQLite; *poll_only* to PostgreSQL (no LISTEN, for PgBouncer's
-    transaction pooling).
+    *busy_timeout_ms* applies to SQLite, and so does *create* (make a missing file: only
+    `migrate` and `run` do); *poll_only* to PostgreSQL (no LISTEN, for PgBouncer's transaction
+    pooling).
     """
     if url.startswith("sqlite:"):
         # Imported lazily so a deployment loads only its own database driver.
         from forwarder.store.sqlite import SQLiteStore  # noqa: PLC0415
 
-        return await SQLiteStore.open(sqlite_path(url), busy_timeout_ms=busy_timeout_ms)
+        return await SQLiteStore.open(
+            sqlite_path(url), busy_timeout_ms=busy_timeout_ms, create=create
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from forwarder.store.postgres import PostgresStore  # noqa: PLC0415
 
@@ -40,3 +44,16 @@ async def open_store(
         "FORWARDER_DATABASE_URL must start with sqlite:/// or postgresql://, "
         f"got scheme {url.split(':', 1)[0]!r}"
     )
+
+
+def redact_url(url: str) -> str:
+    """*url* as safe to print: a PostgreSQL password becomes ``***``; a SQLite URL also names
+    the file it resolves to, since a relative one depends on the working directory."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from forwarder.store.postgres import redact_url as redact  # noqa: PLC0415
+
+        return redact(url)
+    if url.startswith("sqlite:"):
+        with contextlib.suppress(ConfigError):
+            return f"{url} ({sqlite_path(url).resolve()})"
+    return url

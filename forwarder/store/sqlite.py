@@ -336,10 +336,25 @@ def _undecodable(error: sqlite3.Error) -> bool:
 def _create(path: Path) -> None:
     """Create a missing database file as 0666 minus the umask, as sqlite3 itself would not:
     SQLite makes new files 0644, which an application sharing the file through a group (and a
-    service's UMask=0007) could not write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    service's UMask=0007) could not write. Its folder must exist: a typo in the path should
+    fail, not grow a tree of folders nobody looks at."""
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"the folder {path.parent} does not exist (forwarder creates the database file, "
+            "not its folder): create it, or fix FORWARDER_DATABASE_URL"
+        )
     with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+
+
+def _must_exist(path: Path) -> None:
+    """Refuse to open a database that is not there: commands other than migrate and run never
+    create one (an operator's typo would otherwise leave an empty file behind)."""
+    if not path.exists():
+        raise StoreError(
+            f"no database at {path.resolve()}: check FORWARDER_DATABASE_URL (or --database-url, "
+            "--env-file), or create it with `forwarder migrate`"
+        )
 
 
 def _set_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> None:
@@ -388,6 +403,8 @@ def migrate_sync(path: Path, busy_timeout_ms: int = 5000) -> list[str]:
     try:
         _create(path)
         conn = _connect_sync(path, busy_timeout_ms)
+    except FileNotFoundError as error:
+        raise MigrationError(f"cannot create SQLite database {path}: {error}") from None
     except (OSError, sqlite3.Error) as error:
         raise MigrationError(f"cannot open SQLite database {path}: {error}") from error
     try:
@@ -491,11 +508,19 @@ class SQLiteStore:
         self._identity = (stat.st_dev, stat.st_ino)  # the file opened, to notice a replacement
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = 5000) -> SQLiteStore:
-        """Connect to *path*, creating its folder; the schema is made by migrate()."""
+    async def open(
+        cls, path: Path, *, busy_timeout_ms: int = 5000, create: bool = True
+    ) -> SQLiteStore:
+        """Connect to *path*, creating the file if *create* (never its folder); the schema is
+        made by migrate()."""
         try:
-            _create(path)
+            if create:
+                _create(path)
+            else:
+                _must_exist(path)
             conn = await asyncio.to_thread(connect_writer, path, busy_timeout_ms)
+        except FileNotFoundError as error:
+            raise StoreError(f"cannot create SQLite database {path}: {error}") from None
         except (OSError, sqlite3.Error) as error:
             raise StoreError(f"cannot open SQLite database {path}: {error}") from error
         writer = Writer(conn)

@@ -1,4 +1,4 @@
--- The outbox contract of DESIGN.md §2 on PostgreSQL: the same table, columns, defaults and
+-- The outbox contract of docs/contract.md on PostgreSQL: the same table, columns, defaults and
 -- unique key as migrations/sqlite/0001_outbox.sql. Public API: change it only in a new file.
 -- Times are Unix seconds in double precision, as on SQLite, so both stores share one meaning.
 

@@ -1,4 +1,4 @@
--- The outbox contract of DESIGN.md §2: the table an application inserts into, and the
+-- The outbox contract of docs/contract.md: the table an application inserts into, and the
 -- columns, indexes and state table the daemon owns. Public API: change it only in a new file.
 
 CREATE TABLE tiktok_outbox (

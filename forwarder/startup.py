@@ -1,0 +1,79 @@
+"""The one validation `run` and `check` share: settings that are fine alone but wrong together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from forwarder import backoff, payload
+from forwarder.credentials import Token
+from forwarder.errors import ConfigError
+from forwarder.settings import Settings
+from forwarder.worker import WorkerConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Startup:
+    """What a valid set of settings gives the daemon."""
+
+    token: Token
+    worker: WorkerConfig
+    #: Things that will not stop the daemon but cost events; printed by `check`, logged by `run`.
+    warnings: tuple[str, ...]
+
+
+def validate(settings: Settings) -> Startup:
+    """Check everything `run` needs before it touches the database; raise ConfigError."""
+    token = settings.token()
+    config = worker_config(settings)
+    warnings = []
+    if not settings.tiktok_pixel_code:
+        warnings.append(
+            "TIKTOK_PIXEL_CODE is not set: rows without their own pixel_code will be dead-lettered"
+        )
+    return Startup(token, config, tuple(warnings))
+
+
+def worker_config(settings: Settings) -> WorkerConfig:
+    """Translate the settings into the worker's configuration; raise ConfigError."""
+    if settings.lease < 2 * settings.request_timeout:
+        raise ConfigError(
+            "FORWARDER_LEASE must be at least twice FORWARDER_REQUEST_TIMEOUT, "
+            "or rows would return to pending while their request is still in flight"
+        )
+    if settings.retention < 2 * 86400:
+        raise ConfigError(
+            "FORWARDER_RETENTION must be at least 2d: TikTok deduplicates for 48 hours, and the "
+            "outbox's unique key must remember an event at least that long"
+        )
+    if settings.backoff_max < settings.backoff_initial:
+        raise ConfigError(
+            "FORWARDER_BACKOFF_MAX must not be smaller than FORWARDER_BACKOFF_INITIAL"
+        )
+    return WorkerConfig(
+        build=build_options(settings),
+        backoff=backoff.BackoffPolicy(
+            initial_s=settings.backoff_initial,
+            cap_s=settings.backoff_max,
+            retry_after_cap_s=settings.retry_after_max,
+        ),
+        max_events=settings.batch_max_events,
+        max_bytes=settings.batch_max_bytes,
+        poll_interval_s=settings.poll_interval,
+        lease_s=settings.lease,
+        shutdown_grace_s=settings.shutdown_grace,
+        unknown_code_max_attempts=settings.unknown_code_max_attempts,
+        ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
+        retention_s=settings.retention,
+        scrub=not settings.keep_raw_identifiers,
+    )
+
+
+def build_options(settings: Settings) -> payload.BuildOptions:
+    """How every event is built, from the settings (also for `enqueue`, `inspect`, `check`)."""
+    return payload.BuildOptions(
+        default_pixel=settings.tiktok_pixel_code,
+        phone_region=settings.phone_region or None,
+        consent_default=settings.consent_default,
+        max_age_s=settings.max_event_age,
+        test_event_code=settings.tiktok_test_event_code or None,
+    )
