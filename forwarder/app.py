@@ -67,7 +67,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_s=settings.lease,
         shutdown_grace_s=settings.shutdown_grace,
         unknown_code_max_attempts=settings.unknown_code_max_attempts,
+        unknown_code_min_delay_s=settings.unknown_code_min_delay,
         ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
+        storm_answers=settings.storm_answers,
         retention_s=settings.retention,
         scrub=not settings.keep_raw_identifiers,
     )
