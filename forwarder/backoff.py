@@ -80,9 +80,9 @@ def floored_delay_s(
 ) -> float:
     """delay_s, but never less than a floor drawn uniformly from [floor_s, 2 * floor_s].
 
-    For answers forwarder does not know (FORWARDER_UNKNOWN_CODE_MIN_DELAY): their retries are
-    spread over minutes, so the few attempts before a dead letter cannot all fit in a short
-    burst of failures, and the rows of one failed request come due apart, each in a new batch.
+    For answers forwarder does not know (FORWARDER_UNKNOWN_CODE_MIN_DELAY): their last retries
+    are spread over minutes, so the attempts before a dead letter cannot all fit in a short
+    burst of failures, and the rows of one failed request come due apart, in new batches.
     """
     _check_positive("floor_s", floor_s)
     delay = delay_s(attempt, policy, rng, retry_after_s)

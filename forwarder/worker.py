@@ -623,8 +623,10 @@ class Worker:
         """Back the rows off, counting an attempt; dead-letter those an unknown code exhausted.
 
         Fewer than FORWARDER_STORM_ANSWERS requests failed since TikTok last accepted one (else
-        the storm rule had paused), so an unknown code may be these events' own: they are
-        retried at least FORWARDER_UNKNOWN_CODE_MIN_DELAY apart, then dead-lettered.
+        the storm rule had paused), so an unknown code may be these events' own: from their
+        FORWARDER_STORM_ANSWERS-th attempt on they are retried at least
+        FORWARDER_UNKNOWN_CODE_MIN_DELAY apart, and dead-lettered at the
+        FORWARDER_UNKNOWN_CODE_MAX_ATTEMPTS-th.
         """
         config = self.config
         retries: list[Retry] = []
@@ -632,7 +634,9 @@ class Worker:
         for item in batch.items:
             row = self._leased.get(item.built.row_id)
             attempt = (row.attempts if row else 0) + 1
-            if not outcome.bounded:
+            if not outcome.bounded or attempt < config.storm_answers:
+                # The first retries are quick, so that a storm is recognised in seconds even
+                # when one request carries the whole backlog (and a one-off answer costs little).
                 delay = backoff.delay_s(attempt, config.backoff, self.rng, outcome.retry_after_s)
             elif attempt < config.unknown_code_max_attempts:
                 delay = backoff.floored_delay_s(

@@ -434,12 +434,7 @@ async def test_a_code_storm_dead_letters_nothing(
     knows, for twenty answers and more (all 300 events were dead after five before): nothing
     is dead, /readyz is 503 naming the reason meanwhile, and all are sent once it clears."""
     port = free_port()
-    env = {
-        **setup,
-        "FORWARDER_HTTP_ADDR": f"127.0.0.1:{port}",
-        "FORWARDER_BATCH_MAX_EVENTS": "50",
-        "FORWARDER_UNKNOWN_CODE_MIN_DELAY": "1s",
-    }
+    env = {**setup, "FORWARDER_HTTP_ADDR": f"127.0.0.1:{port}"}
     insert_rows(db_path, [purchase(i) for i in range(300)])
     fake.script(Scripted(code=code, message="Something is wrong", forever=True))
     daemon = await forwarder(env, "run")
@@ -459,7 +454,8 @@ async def test_a_code_storm_dead_letters_nothing(
         exit_code, _, err = await finish(daemon)
     assert exit_code == 0, err
     assert {i[2] for i in fake.accepted_ids()} == {f"order-{i}" for i in range(300)}
-    # A request answered before the pause may have counted an attempt; probes count none.
+    # 49999's two answers before the storm counted an attempt each, the probes none, and the
+    # accepted request one more.
     [(most,)] = query(db_path, "SELECT max(attempts) FROM tiktok_outbox")
-    assert most <= 2
+    assert most <= 3
     assert '"destination_paused"' in err and '"destination_resumed"' in err

@@ -14,12 +14,14 @@ import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
+from forwarder.app import worker_config
 from forwarder.backoff import BackoffPolicy
-from forwarder.errors import StoreError
+from forwarder.errors import ConfigError, StoreError
 from forwarder.fake_tiktok import FakeTikTok, Scripted
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
+from forwarder.settings import Settings
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
@@ -302,9 +304,9 @@ async def test_unknown_code_confined_to_one_event_dies_after_spread_retries(
     harness: Harness, db_path: Path
 ) -> None:
     """A code forwarder does not know, answered only to the requests carrying one event while
-    the others are accepted, dead-letters that event alone, after attempts at least
-    FORWARDER_UNKNOWN_CODE_MIN_DELAY apart (five attempts fitted in seconds before); delivery
-    never pauses."""
+    the others are accepted, dead-letters that event alone at its fifth attempt, the last ones
+    at least FORWARDER_UNKNOWN_CODE_MIN_DELAY apart (all five fitted in seconds before);
+    delivery never pauses."""
     insert(db_path, [{**purchase(0), "event_id": "order-bad"}])
     harness.fake.poison.add("order-bad")
     harness.fake.poison_code = 47777
@@ -312,7 +314,7 @@ async def test_unknown_code_confined_to_one_event_dies_after_spread_retries(
     failures: list[float] = []  # when each attempt of the bad event failed
     for round_ in range(60):
         insert(db_path, [purchase(100 * round_ + i) for i in range(3)])
-        totals = await harness.drain(max_events=1, unknown_code_max_attempts=5)
+        totals = await harness.drain(max_events=1)
         assert totals.paused_reason is None
         [(status, attempts, due)] = query(
             db_path,
@@ -321,13 +323,13 @@ async def test_unknown_code_confined_to_one_event_dies_after_spread_retries(
         )
         if attempts > len(failures):
             failures.append(harness.clock.now)
-            if status == "pending":
+            if status == "pending" and attempts >= 3:  # the first two retries are quick
                 assert due >= harness.clock.now + 60.0, "retried sooner than the floor"
         if status == "dead":
             break
         harness.clock.advance(20.0)
     assert len(failures) == 5
-    assert failures[-1] - failures[0] >= 4 * 60.0
+    assert failures[-1] - failures[2] >= 2 * 60.0
     [(code, reason)] = query(
         db_path, "SELECT last_code, last_error FROM tiktok_outbox WHERE status = 'dead'"
     )
@@ -398,6 +400,32 @@ async def test_an_outage_of_every_request_pauses(
     totals = await harness.drain(max_events=5)
     assert totals.paused_reason is None
     assert statuses(db_path) == {"sent": 30}
+
+
+async def test_an_unknown_code_storm_on_one_request_is_recognised_at_once(
+    harness: Harness, db_path: Path
+) -> None:
+    """When one request carries the whole backlog, its first retries are quick, so three
+    answers of a never-seen code pause delivery within seconds, not after minutes of floors."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.script(Scripted(code=49999, message="Something new", forever=True))
+    for _ in range(3):
+        totals = await harness.drain()
+        harness.clock.advance(2.0)  # the ordinary backoff of the first two retries: 1 s, 2 s
+    assert totals.paused_reason == "storm_49999"
+    assert harness.fake.answers[49999] == 3
+    assert query(db_path, "SELECT min(attempts), max(attempts) FROM tiktok_outbox") == [(2, 2)]
+    assert statuses(db_path) == {"pending": 30}
+
+
+def test_storm_threshold_below_the_unknown_code_attempts() -> None:
+    """A storm threshold not below the unknown code's attempts is refused at start-up: one
+    request carrying the whole backlog would be dead before three answers paused delivery."""
+    settings = Settings(**{"FORWARDER_STORM_ANSWERS": 5})
+    with pytest.raises(ConfigError, match="FORWARDER_STORM_ANSWERS must be smaller"):
+        worker_config(settings)
+    ok = Settings(**{"FORWARDER_STORM_ANSWERS": 4})
+    assert worker_config(ok).storm_answers == 4
 
 
 # The issue's families: permission, authorisation and configuration codes of the SDK (S2).
