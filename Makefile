@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv run try test unit soak lint format demo bench clean
+.PHONY: venv run try test soak lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup.sh run
@@ -24,7 +24,7 @@ run: venv
 	$(BIN)/forwarder run
 
 # The daemon against the project's fake TikTok on loopback, no token needed: insert a row into
-# ./forwarder.db from another terminal and watch it arrive (README, quick start).
+# ./try.db from another terminal and watch it arrive (README, quick start).
 try: venv
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/try.sh
 
@@ -60,4 +60,4 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data try-data
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data try-data try.db*

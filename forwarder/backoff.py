@@ -69,3 +69,21 @@ def probe_interval_s(consecutive_failures: int, initial_s: float, cap_s: float) 
     _check_positive("initial_s", initial_s)
     _check_positive("cap_s", cap_s)
     return _ceiling(consecutive_failures - 1, initial_s, cap_s)
+
+
+def floored_delay_s(
+    attempt: int,
+    policy: BackoffPolicy,
+    rng: random.Random,
+    retry_after_s: float | None,
+    floor_s: float,
+) -> float:
+    """delay_s, but never less than a floor drawn uniformly from [floor_s, 2 * floor_s].
+
+    For answers forwarder does not know (FORWARDER_UNKNOWN_CODE_MIN_DELAY): their last retries
+    are spread over minutes, so the attempts before a dead letter cannot all fit in a short
+    burst of failures, and the rows of one failed request come due apart, in new batches.
+    """
+    _check_positive("floor_s", floor_s)
+    delay = delay_s(attempt, policy, rng, retry_after_s)
+    return max(delay, rng.uniform(floor_s, 2.0 * floor_s))

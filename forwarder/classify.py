@@ -65,14 +65,17 @@ class Outcome:
     bad_index: int | None = None
     #: For REJECT: the message names a top-level field, so every event shares the fault.
     whole_request: bool = False
-    #: For RETRY: an unknown code; the caller gives up after a few attempts and dead-letters.
+    #: For RETRY: an unknown code (or HTTP status); the caller spreads its retries over minutes
+    #: and dead-letters after a few attempts, unless it answers every request (then it pauses).
     bounded: bool = False
 
 
 # --- The code table --------------------------------------------------------------------------
 # tiktok-events-api.md §5.1 (names from the official SDK enum, S2) and §10 (recommendations).
 # TikTok's body code decides, whatever the HTTP status (§1: S4 mocks answer 200 for errors; S15
-# quotes the docs: the code "takes precedence over HTTP status codes").
+# quotes the docs: the code "takes precedence over HTTP status codes"). Every code of S2's enum
+# has a verdict here: an exact entry, a range, or AS_UNKNOWN. Where only the SDK's name speaks
+# for a code (no doc text, no observed answer), the comment says "by name".
 
 #: Exact body codes → verdict. Codes in neither this table nor CODE_RANGES are RETRY, bounded.
 CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
@@ -92,7 +95,8 @@ CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
         61000: Verdict.THROTTLE,
         # §5.1, §10.2: transient server-side errors. 50000 SYS_ERROR, 50002 SYS_TIMEOUT,
         # 60001 MAINTENANCE (S10); 40200/40201/40202 task errors and 40700
-        # RPC_VALIDATION_ERROR (retried by S10's older list, quoting TikTok's code page).
+        # RPC_VALIDATION_ERROR (retried by S10's older list, quoting TikTok's code page);
+        # 41013 SITE_TO_VIDEO_SERVICE_ERROR, a service error like the 51xxx ones (S2, by name).
         50000: Verdict.RETRY,
         50002: Verdict.RETRY,
         60001: Verdict.RETRY,
@@ -100,6 +104,7 @@ CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
         40201: Verdict.RETRY,
         40202: Verdict.RETRY,
         40700: Verdict.RETRY,
+        41013: Verdict.RETRY,
         # §10.3: credentials, permission or configuration; pause and alert. 40001
         # PERMISSION_ERROR (S2, S4 mock), 40104 EMPTY_ACCESS_TOKEN, 40105 INVALID_ACCESS_TOKEN
         # (S2, S9), 40006 VERSION_ERROR, 40063 INVALID_PARTNER_NAME (S2).
@@ -108,12 +113,37 @@ CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
         40105: Verdict.PAUSE,
         40006: Verdict.PAUSE,
         40063: Verdict.PAUSE,
+        # §5.1: permission and authorisation, by name (S2): 40003 FORBIDDEN, 40103
+        # REFRESH_TOKEN_EXPIRE, 41000 BLOCKED, 70001 INVALID_BIZ_AUTH_TYPE. Every request of
+        # the token gets them; waiting for an operator loses nothing, dead-lettering would.
+        40003: Verdict.PAUSE,
+        40103: Verdict.PAUSE,
+        41000: Verdict.PAUSE,
+        70001: Verdict.PAUSE,
+        # §5.1: configuration, by name (S2): what the token, the account or TIKTOK_API_URL
+        # points at is missing, retired or elsewhere. 40007 NOT_EXIST, 40008 NOT_IMPL, 40009
+        # UNSUPPORTED_IN_SANDBOX, 40010 UNSUPPORTED_DOMAIN, 40013 SANDBOX_ADV_NOT_EXIST, 40014
+        # INVALID_CLUSTER, 40051 INVALID_API_VERSION (kin of 40006), 40400 ROUTE_NOT_FOUND
+        # (kin of HTTP 404), 41001 INTERFACE_OFFLINE, 41002 FIELDS_OFFLINE (a field every
+        # request carries was retired: upgrade forwarder, then delivery resumes).
+        40007: Verdict.PAUSE,
+        40008: Verdict.PAUSE,
+        40009: Verdict.PAUSE,
+        40010: Verdict.PAUSE,
+        40013: Verdict.PAUSE,
+        40014: Verdict.PAUSE,
+        40051: Verdict.PAUSE,
+        40400: Verdict.PAUSE,
+        41001: Verdict.PAUSE,
+        41002: Verdict.PAUSE,
         # §4, §10.4: the request's content is refused. 40002 PARAM_ERROR (S12, S13, S4),
-        # 40000 INVALID_PARAMS, 40061 INVALID_BATCH_SIZE, 40062 PII_NOT_HASHED (S2).
+        # 40000 INVALID_PARAMS, 40061 INVALID_BATCH_SIZE, 40062 PII_NOT_HASHED (S2); 40011
+        # ID_LIMIT_EXCEED (S2, by name: too many ids in one request, split like 40061).
         40002: Verdict.REJECT,
         40000: Verdict.REJECT,
         40061: Verdict.REJECT,
         40062: Verdict.REJECT,
+        40011: Verdict.REJECT,
         # §5.1, §10.5, §11: the SDK (S2) says INVALID_PARTNER / ACCESS_TOKEN_EXPIRE, S10's quote
         # of the docs says "requests made too frequently": retry a few times, then pause.
         40101: Verdict.AMBIGUOUS,
@@ -121,13 +151,30 @@ CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
     }
 )
 
-#: Inclusive code ranges → verdict: §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10,
-#: S11 retry 51001/51010/51039), 52xxx and 53xxx DB/RDS/TOS/serialization errors (S2).
+#: Inclusive code ranges → verdict, for families judged by their range and names.
 CODE_RANGES: Final[tuple[tuple[int, int, Verdict], ...]] = (
+    # §5.1: the 401xx authorisation block past the token codes (S2 names 40106
+    # INVALID_CORE_USER … 40118 NOT_IN_WHITELIST … 40131 SCOPE_TT_USER_OAUTH_FAILED; S10 pauses
+    # on 40110 AUTH_CODE_ERROR); 40111 and 40123, absent from S2, are judged by the range.
+    (40106, 40131, Verdict.PAUSE),
+    # §5.1: the advertiser account and its roles (S2: 40300 ADVERTISER_NOT_EXIST, 40301
+    # ADVERTISER_ROLE_ERROR, 40302 CUSTOMER_ADVERTISER_NOT_EXIST, 40309 REQUIRE_LOGIN).
+    (40300, 40309, Verdict.PAUSE),
+    # §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10, S11 retry 51001/51010/51039),
+    # 52xxx and 53xxx DB/RDS/TOS/serialization errors (S2).
     (51000, 51999, Verdict.RETRY),
     (52000, 52999, Verdict.RETRY),
     (53000, 53999, Verdict.RETRY),
 )
+
+#: S2 codes whose name fits no verdict on /event/track/ (they belong to ad, creative, upload
+#: or update calls: §5.2 on 409xx), so they get the unknown code's treatment: retried per row,
+#: spread over minutes, dead-lettered only while other requests are accepted; answered to
+#: every request, they pause delivery (the storm rule, forwarder/pacing.py). 40012 NO_UPDATE,
+#: 40050 DUPLICATED_REQUEST (not event dedup, §5.2), 40052 ACO_MATERIAL_EXIST, 40053
+#: VIDEO_ID_INVALID_ERROR, 40502 AD_NUMBER_LIMIT, 40900 SIGNATURE_ERROR … 40916
+#: VIDEO_ILLEGAL_CONTENT (file and material uploads).
+AS_UNKNOWN: Final = frozenset({40012, 40050, 40052, 40053, 40502, *range(40900, 40917)})
 
 #: REJECT codes whose message is searched for a data[] index and top-level field names. 40061
 #: (batch size) is not: the caller splits the batch.

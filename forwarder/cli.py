@@ -20,6 +20,7 @@ import orjson
 from forwarder import __version__, app, helptext, lint, logs, payload, startup, tools
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
+from forwarder.pacing import STORM_PREFIX
 from forwarder.settings import Settings, load_settings
 from forwarder.store.base import NewEvent, Summary
 
@@ -86,11 +87,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     totals = asyncio.run(app.run(settings, once=args.once, migrate=not args.no_migrate))
     if args.once and totals.paused_reason:
-        print(
-            f"forwarder: delivery is paused ({totals.paused_reason}): "
-            "check TIKTOK_ACCESS_TOKEN and the pixel's permissions",
-            file=sys.stderr,
+        hint = (
+            "TikTok accepted none of the last requests; `forwarder status` shows its message"
+            if totals.paused_reason.startswith(STORM_PREFIX)
+            else "check TIKTOK_ACCESS_TOKEN and the pixel's permissions"
         )
+        print(f"forwarder: delivery is paused ({totals.paused_reason}): {hint}", file=sys.stderr)
         return EXIT_PAUSED
     return EXIT_OK
 

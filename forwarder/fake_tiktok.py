@@ -71,6 +71,7 @@ class Scripted:
     drop: bool = False  # close the connection without answering
     retry_after: str | None = None  # value of the Retry-After header
     times: int = 1  # how many requests this answer applies to
+    forever: bool = False  # answer every request so, ignoring times, until clear_script()
 
 
 def loopback_host(host: str) -> str:
@@ -118,6 +119,7 @@ class FakeTikTok:
         self.answers: collections.Counter[int] = collections.Counter()
         self.poison: set[str] = set()
         self.poison_names_index = True
+        self.poison_code = _PARAM_ERROR  # the code a request carrying a poisoned event gets
         self._script: collections.deque[Scripted] = collections.deque()
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
@@ -136,6 +138,7 @@ class FakeTikTok:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_post(TRACK_PATH, self._handle_track)
         app.router.add_post("/_fake/script", self._handle_script)
+        app.router.add_post("/_fake/script/clear", self._handle_clear_script)
         app.router.add_post("/_fake/poison", self._handle_poison)
         app.router.add_post("/_fake/token", self._handle_token)
         app.router.add_post("/_fake/latency", self._handle_latency)
@@ -196,6 +199,10 @@ class FakeTikTok:
                 raise ValueError(f"Scripted.times must be >= 1, got {answer.times}")
         self._script.extend(dataclasses.replace(answer) for answer in answers)
 
+    def clear_script(self) -> None:
+        """Drop every scripted answer, a ``forever`` one included: normal behaviour resumes."""
+        self._script.clear()
+
     @property
     def accepted(self) -> list[dict[str, Any]]:
         """Every accepted event as sent plus the request's event_source(_id), test_event_code."""
@@ -217,6 +224,7 @@ class FakeTikTok:
         self._script.clear()
         self.poison.clear()
         self.poison_names_index = True
+        self.poison_code = _PARAM_ERROR
 
     def accepted_ids(self) -> list[tuple[str, str, str]]:
         """(event_source_id, event, event_id) per accepted event, duplicates kept ("" if no id)."""
@@ -248,7 +256,7 @@ class FakeTikTok:
         if self._script:
             answer = self._script[0]
             answer.times -= 1
-            if answer.times <= 0:
+            if answer.times <= 0 and not answer.forever:
                 self._script.popleft()
             return await self._answer_scripted(request, raw, answer)
         return self._answer_normally(request, raw, HTTPStatus.OK, None)
@@ -302,7 +310,7 @@ class FakeTikTok:
             return _PARAM_ERROR, "Invalid request body: not valid JSON."
         if not isinstance(payload, dict):
             return _PARAM_ERROR, "Invalid request body: must be a JSON object."
-        error = _validate(payload, self.poison, self.poison_names_index)
+        error = _validate(payload, self.poison, self.poison_names_index, self.poison_code)
         if error is not None:
             return error  # §4: failure is whole-request, nothing of it is kept
         self._pending.append(raw)
@@ -342,19 +350,30 @@ class FakeTikTok:
             raise _bad(str(error)) from None
         return _json({"queued": len(self._script)})
 
+    async def _handle_clear_script(self, request: web.Request) -> web.Response:
+        _check_loopback(request)
+        self.clear_script()
+        return _json({"queued": 0})
+
     async def _handle_poison(self, request: web.Request) -> web.Response:
         body = await _control_body(request)
-        if not isinstance(body, dict) or set(body) - {"event_ids", "names_index"}:
-            raise _bad('body must be {"event_ids": [...], "names_index": bool}')
+        if not isinstance(body, dict) or set(body) - {"event_ids", "names_index", "code"}:
+            raise _bad('body must be {"event_ids": [...], "names_index": bool, "code": int}')
         event_ids = body.get("event_ids", [])
         if not isinstance(event_ids, list) or not all(isinstance(e, str) for e in event_ids):
             raise _bad("event_ids must be a list of strings")
         names_index = body.get("names_index", self.poison_names_index)
         if not isinstance(names_index, bool):
             raise _bad("names_index must be a boolean")
+        code = body.get("code", self.poison_code)
+        if not isinstance(code, int) or isinstance(code, bool):
+            raise _bad("code must be an integer")
         self.poison.update(event_ids)
         self.poison_names_index = names_index
-        return _json({"poison": len(self.poison), "names_index": self.poison_names_index})
+        self.poison_code = code
+        return _json(
+            {"poison": len(self.poison), "names_index": names_index, "code": self.poison_code}
+        )
 
     async def _handle_token(self, request: web.Request) -> web.Response:
         body = await _control_body(request)
@@ -389,7 +408,7 @@ class FakeTikTok:
 
 
 def _validate(
-    payload: dict[str, Any], poison: set[str], names_index: bool
+    payload: dict[str, Any], poison: set[str], names_index: bool, poison_code: int = _PARAM_ERROR
 ) -> tuple[int, str] | None:
     """Return the (code, message) TikTok would answer for a bad request body, else None."""
     source = payload.get("event_source")
@@ -417,8 +436,8 @@ def _validate(
             return error
         if poison and event.get("event_id") in poison:
             if names_index:
-                return _PARAM_ERROR, f"data.{index}.event_id: rejected by the fake (poison)"
-            return _PARAM_ERROR, "Invalid value: rejected by the fake (poison)"
+                return poison_code, f"data.{index}.event_id: rejected by the fake (poison)"
+            return poison_code, "Invalid value: rejected by the fake (poison)"
     return None
 
 
@@ -605,6 +624,7 @@ _SCRIPTED_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "drop": (bool,),
     "retry_after": (str, type(None)),
     "times": (int,),
+    "forever": (bool,),
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from forwarder import __version__, lint
+from forwarder.classify import CODE_VERDICTS, code_verdict
+from forwarder.pacing import STORM_PREFIX
 
 #: tiktok-events-api.md §8.1 and §8.3, plus the legacy names TikTok still accepts (§8.2).
 #: Any other event name is counted as ``custom``: labels come only from closed sets.
@@ -12,30 +14,11 @@ STANDARD_EVENTS = frozenset(
     (*lint.WEB_EVENTS, *lint.APP_EVENTS, *lint.RENAMED_EVENTS, *lint.SUNSET_EVENTS)
 )
 
-#: Codes reported as their own label value; any other is ``other``.
+#: Codes reported as their own label value; any other is ``other``: every exact code of the
+#: classification table (a closed set), plus our names for answers without one.
 KNOWN_CODES = frozenset(
     [
-        "0",
-        "20001",
-        "40000",
-        "40001",
-        "40002",
-        "40006",
-        "40016",
-        "40061",
-        "40062",
-        "40063",
-        "40100",
-        "40101",
-        "40102",
-        "40104",
-        "40105",
-        "40132",
-        "40133",
-        "50000",
-        "50002",
-        "60001",
-        "61000",
+        *(str(code) for code in CODE_VERDICTS),
         "timeout",
         "connection",
         "bad_body",
@@ -68,6 +51,23 @@ def event_label(name: str) -> str:
 def code_label(code: str) -> str:
     """Return *code* if it is in the bounded set, else ``other``."""
     return code if code in KNOWN_CODES else "other"
+
+
+def pause_label(reason: str) -> str:
+    """Return the ``forwarder_destination_paused`` label of a pause reason: a closed set.
+
+    Reasons other than the storm rule's come from the classification table. A storm's code is
+    TikTok's to choose: ``storm_<code>`` for a known label, ``storm_unknown`` for a body code
+    the table does not know, ``storm_other`` for any other (a 51xxx code, an HTTP 501).
+    """
+    code = reason.removeprefix(STORM_PREFIX)
+    if code == reason or code in KNOWN_CODES:
+        return reason
+    try:
+        unknown = code_verdict(int(code)) is None
+    except ValueError:  # http_501, say: our name for an answer without a body code
+        unknown = False
+    return STORM_PREFIX + ("unknown" if unknown else "other")
 
 
 class Metrics:

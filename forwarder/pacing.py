@@ -14,6 +14,7 @@ from forwarder.backoff import probe_interval_s
 THROTTLE_INITIAL_S = 1.0  # the first pause after a rate-limit answer
 PROBE_INITIAL_S = 1.0  # the first probe after a credential failure
 SUCCESSES_PER_STEP = 8  # accepted requests before the concurrency limit grows by one
+STORM_PREFIX = "storm_"  # the pause reason of the storm rule: storm_49999, storm_http_503, ...
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Pacer:
       jittered pause (a server's Retry-After wins, capped).
     - A credential answer pauses the destination: one probe request at a growing interval,
       capped, until TikTok accepts again.
+    - Failed answers in a row (the storm rule, on_failure) pause it the same way: a failure
+      that hits every request is TikTok's or the configuration's, not the events'.
     - Accepted answers clear both and grow the limit back, one step per few successes.
     """
 
@@ -42,6 +45,7 @@ class Pacer:
     probe_failures: int = 0
     successes: int = 0
     ambiguous_streak: int = 0
+    failure_streak: int = 0
 
     def __post_init__(self) -> None:
         self.limit = self.limit or self.max_limit
@@ -77,7 +81,7 @@ class Pacer:
         """Record an accepted request; return True if it ended a pause."""
         resumed = self.paused
         self.paused_reason, self.probe_failures = None, 0
-        self.throttle_streak = self.ambiguous_streak = 0
+        self.throttle_streak = self.ambiguous_streak = self.failure_streak = 0
         self.successes += 1
         if self.successes >= SUCCESSES_PER_STEP and self.limit < self.max_limit:
             self.limit += 1
@@ -115,6 +119,30 @@ class Pacer:
         if self.ambiguous_streak < max_answers:
             return False
         self.on_pause(now, f"ambiguous_{code}")
+        return True
+
+    def on_failure(
+        self, now: float, code: str, max_answers: int, retry_after_s: float | None = None
+    ) -> bool:
+        """Record a failed answer that is retried; return True if it pauses delivery.
+
+        The storm rule: *max_answers* failed answers in a row, whatever their codes (TikTok's
+        body codes, HTTP statuses, timeouts, connection failures), with no request accepted in
+        between, pause the destination as ``storm_<code>`` (the latest code). While paused, a
+        failed answer (a probe, or a request sent before the pause) keeps the pause going and
+        pushes the next probe back, no sooner than a Retry-After asks (capped); only an
+        accepted request ends it. Rate limits, pauses and rejections are not counted: they have
+        their own handling.
+        """
+        self.failure_streak += 1
+        if self.failure_streak >= max_answers:
+            self.on_pause(now, STORM_PREFIX + code)
+        elif self.paused_reason is not None:
+            self.on_pause(now, self.paused_reason)
+        else:
+            return False
+        if retry_after_s:
+            self.probe_at = max(self.probe_at, now + min(retry_after_s, self.retry_after_max_s))
         return True
 
     def wait_s(self, now: float, idle_s: float) -> float:

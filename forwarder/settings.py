@@ -104,9 +104,13 @@ class Settings(BaseSettings):
     unknown_code_max_attempts: int = Field(
         5, ge=1, le=1000, validation_alias="FORWARDER_UNKNOWN_CODE_MAX_ATTEMPTS"
     )
+    unknown_code_min_delay: Duration = Field(
+        60.0, validation_alias="FORWARDER_UNKNOWN_CODE_MIN_DELAY"
+    )
     ambiguous_code_max_answers: int = Field(
         3, ge=1, le=1000, validation_alias="FORWARDER_AMBIGUOUS_CODE_MAX_ANSWERS"
     )
+    storm_answers: int = Field(3, ge=1, le=1000, validation_alias="FORWARDER_STORM_ANSWERS")
     max_event_age: Duration = Field(7 * 86400.0, validation_alias="FORWARDER_MAX_EVENT_AGE")
 
     # Personal data.

@@ -45,6 +45,12 @@ def worker_config(settings: Settings) -> WorkerConfig:
             "FORWARDER_RETENTION must be at least 2d: TikTok deduplicates for 48 hours, and the "
             "outbox's unique key must remember an event at least that long"
         )
+    if settings.storm_answers >= settings.unknown_code_max_attempts:
+        raise ConfigError(
+            "FORWARDER_STORM_ANSWERS must be smaller than FORWARDER_UNKNOWN_CODE_MAX_ATTEMPTS, "
+            "or a code forwarder does not know, answered to every request, could dead-letter "
+            "events before delivery pauses"
+        )
     if settings.backoff_max < settings.backoff_initial:
         raise ConfigError(
             "FORWARDER_BACKOFF_MAX must not be smaller than FORWARDER_BACKOFF_INITIAL"
@@ -62,7 +68,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
         lease_s=settings.lease,
         shutdown_grace_s=settings.shutdown_grace,
         unknown_code_max_attempts=settings.unknown_code_max_attempts,
+        unknown_code_min_delay_s=settings.unknown_code_min_delay,
         ambiguous_code_max_answers=settings.ambiguous_code_max_answers,
+        storm_answers=settings.storm_answers,
         retention_s=settings.retention,
         scrub=not settings.keep_raw_identifiers,
     )

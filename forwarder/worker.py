@@ -26,8 +26,8 @@ from forwarder.batching import Batch, Item, make_batches
 from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
 from forwarder.errors import StoreError, StoreLost, TransportError
 from forwarder.events import OutboxRow
-from forwarder.metrics import Metrics, code_label, event_label
-from forwarder.pacing import Pacer
+from forwarder.metrics import Metrics, code_label, event_label, pause_label
+from forwarder.pacing import STORM_PREFIX, Pacer
 from forwarder.store.base import Dead, OutboxStore, Retry
 
 PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
@@ -64,6 +64,10 @@ GC_YOUNG_THRESHOLD = 50_000
 # code runs without it); while the loop builds events, each such wait took up to 5 ms, which
 # made a 10 ms settle take 45 ms and kept a claim made ahead from finishing in time.
 SWITCH_INTERVAL_S = 0.0005
+STORM_HINT = (
+    "TikTok accepted none of the last requests: nothing is dead-lettered; one event probes at "
+    "a growing interval and delivery resumes once TikTok accepts it"
+)
 
 
 _T = TypeVar("_T")
@@ -145,7 +149,9 @@ class WorkerConfig:
     lease_s: float = 60.0
     shutdown_grace_s: float = 10.0
     unknown_code_max_attempts: int = 5
+    unknown_code_min_delay_s: float = 60.0  # the floor of an unknown code's retry delay
     ambiguous_code_max_answers: int = 3
+    storm_answers: int = 3  # failed answers in a row that pause delivery (the storm rule)
     retention_s: float = 7 * 86400.0
     scrub: bool = True  # replace a sent row's payload by what was sent (hashed identifiers)
 
@@ -542,6 +548,10 @@ class Worker:
                 verdict = Verdict.PAUSE
             else:
                 verdict = Verdict.RETRY
+        if verdict is Verdict.RETRY and self.pacer.on_failure(
+            now, outcome.code, self.config.storm_answers, outcome.retry_after_s
+        ):
+            verdict = Verdict.PAUSE  # the storm rule: TikTok fails every request, not these
         if verdict is Verdict.ACCEPTED:
             await self._accepted(batch, outcome, now, log)
         elif verdict is Verdict.THROTTLE:
@@ -561,26 +571,36 @@ class Worker:
                 retries, outcome.code, outcome.message, outcome.request_id, False, now, "throttle"
             )
         elif verdict is Verdict.PAUSE:
-            probe_at = (
-                self.pacer.probe_at
-                if outcome.verdict is Verdict.AMBIGUOUS  # on_ambiguous has just paused
-                else self.pacer.on_pause(now, outcome.code)
-            )
-            await self._paused_changed(now, outcome)
-            log.error(
-                "destination_paused",
-                reason=self.pacer.paused_reason,
-                message=outcome.message,
-                next_probe_in_s=round(probe_at - now, 2),
-            )
-            retries = [Retry(i, probe_at) for i in ids]
-            await self._reschedule(
-                retries, outcome.code, outcome.message, outcome.request_id, False, now, "pause"
-            )
+            await self._paused(batch, outcome, now, log)
         elif verdict is Verdict.RETRY:
             await self._retry(batch, outcome, now, log)
         else:
             await self._rejected(batch, outcome, queue, now, log)
+
+    async def _paused(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        """Hold the rows for the next probe: no attempt counted, nothing dead-lettered."""
+        # A credential or configuration code pauses here; on_ambiguous or on_failure (the storm
+        # rule) have already paused for the other verdicts.
+        if outcome.verdict is Verdict.PAUSE:
+            probe_at = self.pacer.on_pause(now, outcome.code)
+        else:
+            probe_at = self.pacer.probe_at
+        await self._paused_changed(now, outcome)
+        reason = self.pacer.paused_reason or outcome.code
+        storm: dict[str, Any] = {}
+        if reason.startswith(STORM_PREFIX):
+            storm = {"failed_in_a_row": self.pacer.failure_streak, "hint": STORM_HINT}
+        log.error(
+            "destination_paused",
+            reason=reason,
+            message=outcome.message,
+            next_probe_in_s=round(probe_at - now, 2),
+            **storm,
+        )
+        retries = [Retry(i, probe_at) for i in batch.row_ids()]
+        await self._reschedule(
+            retries, outcome.code, outcome.message, outcome.request_id, False, now, "pause"
+        )
 
     async def _accepted(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         items = batch.items
@@ -627,19 +647,39 @@ class Worker:
         self.metrics.concurrency_limit.set(self.pacer.limit)
 
     async def _retry(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        """Back the rows off, counting an attempt; dead-letter those an unknown code exhausted.
+
+        Fewer than FORWARDER_STORM_ANSWERS requests failed since TikTok last accepted one (else
+        the storm rule had paused), so an unknown code may be these events' own: from their
+        FORWARDER_STORM_ANSWERS-th attempt on they are retried at least
+        FORWARDER_UNKNOWN_CODE_MIN_DELAY apart, and dead-lettered at the
+        FORWARDER_UNKNOWN_CODE_MAX_ATTEMPTS-th.
+        """
+        config = self.config
         retries: list[Retry] = []
         dead: list[Dead] = []
         for item in batch.items:
             row = self._leased.get(item.built.row_id)
             attempt = (row.attempts if row else 0) + 1
-            if outcome.bounded and attempt >= self.config.unknown_code_max_attempts:
+            if not outcome.bounded or attempt < config.storm_answers:
+                # The first retries are quick, so that a storm is recognised in seconds even
+                # when one request carries the whole backlog (and a one-off answer costs little).
+                delay = backoff.delay_s(attempt, config.backoff, self.rng, outcome.retry_after_s)
+            elif attempt < config.unknown_code_max_attempts:
+                delay = backoff.floored_delay_s(
+                    attempt,
+                    config.backoff,
+                    self.rng,
+                    outcome.retry_after_s,
+                    config.unknown_code_min_delay_s,
+                )
+            else:
                 reason = (
-                    f"TikTok answered code {outcome.code} {attempt} times, which forwarder "
-                    f"does not know: {outcome.message}"
+                    f"TikTok answered code {outcome.code}, which forwarder does not know, "
+                    f"to attempt {attempt} of this event: {outcome.message}"
                 )
                 dead.append(Dead(item.built.row_id, outcome.code, reason))
                 continue
-            delay = backoff.delay_s(attempt, self.config.backoff, self.rng, outcome.retry_after_s)
             retries.append(Retry(item.built.row_id, now + delay))
         log.warning("tiktok_retry", message=outcome.message, retrying=len(retries), dead=len(dead))
         await self._reschedule(
@@ -704,9 +744,9 @@ class Worker:
             return
         self._state_published = True
         if self._was_paused is not None:
-            self.metrics.paused.labels(self._was_paused).set(0)
+            self.metrics.paused.labels(pause_label(self._was_paused)).set(0)
         if reason is not None:
-            self.metrics.paused.labels(reason).set(1)
+            self.metrics.paused.labels(pause_label(reason)).set(1)
         self._was_paused = reason
         state = {
             "paused": reason is not None,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from forwarder.backoff import BackoffPolicy, delay_s, probe_interval_s
+from forwarder.backoff import BackoffPolicy, delay_s, floored_delay_s, probe_interval_s
 
 
 class MaxRandom(random.Random):
@@ -170,3 +170,26 @@ def test_probe_interval_rejects_nonsense(initial: float, cap: float) -> None:
     """A non-positive or non-finite interval raises ValueError."""
     with pytest.raises(ValueError):
         probe_interval_s(1, initial, cap)
+
+
+def test_floored_delay_is_spread_above_the_floor() -> None:
+    """An unknown code's retry waits between the floor and twice it while backoff is shorter,
+    so five attempts cannot fit in seconds and one request's rows come due apart."""
+    rng = random.Random(3)
+    delays = [floored_delay_s(1, POLICY, rng, None, 60.0) for _ in range(2000)]
+    assert all(60.0 <= d <= 120.0 for d in delays)
+    assert max(delays) - min(delays) > 50.0
+    assert floored_delay_s(1, POLICY, ZeroRandom(0), None, 60.0) == 60.0
+
+
+def test_floored_delay_keeps_longer_backoff_and_retry_after() -> None:
+    """Backoff beyond the floor, or a longer Retry-After, still wins."""
+    assert floored_delay_s(12, POLICY, MaxRandom(0), None, 60.0) == 300.0
+    assert floored_delay_s(1, POLICY, ZeroRandom(0), 500.0, 60.0) == 500.0
+
+
+@pytest.mark.parametrize("floor", [0.0, -1.0, math.nan, math.inf])
+def test_floored_delay_refuses_a_bad_floor(floor: float) -> None:
+    """A floor that is not a positive, finite number of seconds is refused."""
+    with pytest.raises(ValueError, match="floor_s"):
+        floored_delay_s(1, POLICY, random.Random(0), None, floor)

@@ -295,7 +295,7 @@ def test_every_alert_is_explained_and_tested() -> None:
         assert (name, "") in checks, f"alerts_test.yml never expects {name} to fire"
         assert (name, " []") in checks, f"alerts_test.yml never expects {name} to stay quiet"
     paused = next(rule for rule in rules if rule["alert"] == "ForwarderDestinationPaused")
-    for hint in ("40105", "/etc/forwarder/forwarder.env", "forwarder status"):
+    for hint in ("40105", "/etc/forwarder/tiktok-access-token", "forwarder status"):
         assert hint in paused["description"], hint
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import orjson
 import pytest
 
@@ -386,3 +388,74 @@ async def test_application_inserts_while_the_daemon_drains(
         code, _, _ = await finish(daemon)
     assert failures == []
     assert code == 0
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def readyz(port: int) -> tuple[int, dict[str, object]]:
+    """GET the daemon's /readyz: its status and JSON body, or (0, {}) while nothing listens."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            return response.status, orjson.loads(await response.read())
+    except aiohttp.ClientConnectionError:
+        return 0, {}
+
+
+async def paused_gauge(port: int) -> list[str]:
+    """The forwarder_destination_paused samples of the daemon's /metrics."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
+        text = await response.text()
+    return [line for line in text.splitlines() if line.startswith("forwarder_destination_paused{")]
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "label"),
+    [
+        (41000, "41000", "41000"),
+        (40118, "40118", "40118"),
+        (49999, "storm_49999", "storm_unknown"),
+    ],
+)
+async def test_a_code_storm_dead_letters_nothing(
+    db_path: Path, fake: FakeTikTok, setup: dict[str, str], code: int, reason: str, label: str
+) -> None:
+    """TikTok answers every request 41000 (BLOCKED), 40118 (NOT_IN_WHITELIST) or a code nobody
+    knows, for twenty answers and more (all 300 events were dead after five before): nothing
+    is dead, /readyz is 503 naming the reason meanwhile, and all are sent once it clears."""
+    port = free_port()
+    env = {**setup, "FORWARDER_HTTP_ADDR": f"127.0.0.1:{port}"}
+    insert_rows(db_path, [purchase(i) for i in range(300)])
+    fake.script(Scripted(code=code, message="Something is wrong", forever=True))
+    daemon = await forwarder(env, "run")
+    try:
+        await wait_until(lambda: fake.answers[code] >= 20, 60, f"twenty answers of {code}")
+        status, body = await readyz(port)
+        assert (status, body["reason"]) == (503, f"destination paused: {reason}")
+        assert f'forwarder_destination_paused{{reason="{label}"}} 1.0' in await paused_gauge(port)
+        assert statuses(db_path) == {"pending": 300}
+        fake.clear_script()
+        await wait_until(lambda: statuses(db_path) == {"sent": 300}, 60, "all sent")
+        status, _ = await readyz(port)
+        assert status == 200
+        assert f'forwarder_destination_paused{{reason="{label}"}} 0.0' in await paused_gauge(port)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        exit_code, _, err = await finish(daemon)
+    assert exit_code == 0, err
+    assert {i[2] for i in fake.accepted_ids()} == {f"order-{i}" for i in range(300)}
+    # 49999's two answers before the storm counted an attempt each, the probes none, and the
+    # accepted request one more.
+    [(most,)] = query(db_path, "SELECT max(attempts) FROM tiktok_outbox")
+    assert most <= 3
+    assert '"destination_paused"' in err and '"destination_resumed"' in err

@@ -411,6 +411,32 @@ async def test_scripted_times_two(fake: FakeTikTok, session: aiohttp.ClientSessi
     assert fake.answers == {40100: 2, 50002: 1, 0: 1}
 
 
+async def test_scripted_forever_until_cleared(
+    fake: FakeTikTok, session: aiohttp.ClientSession
+) -> None:
+    """A forever answer is given to every request, whatever times says, until clear_script()."""
+    fake.script(Scripted(code=49999, message="new", forever=True), Scripted(code=50000))
+    codes = [(await post(session, fake.url, body(event())))[1]["code"] for _ in range(5)]
+    assert codes == [49999] * 5
+    fake.clear_script()
+    assert (await post(session, fake.url, body(event())))[1]["code"] == 0
+    assert fake.answers == {49999: 5, 0: 1}
+
+
+async def test_poison_with_another_code(fake: FakeTikTok, session: aiohttp.ClientSession) -> None:
+    """poison_code sets the code a request carrying a poisoned event gets; others pass."""
+    fake.poison.add("bad")
+    fake.poison_code = 47777
+    _, answer = await post(session, fake.url, body(event("ok-1"), event("bad")))
+    assert (answer["code"], answer["message"]) == (
+        47777,
+        "data.1.event_id: rejected by the fake (poison)",
+    )
+    assert (await post(session, fake.url, body(event("ok-1"))))[1]["code"] == 0
+    fake.reset()
+    assert fake.poison_code == 40002
+
+
 async def test_scripted_times_must_be_positive(fake: FakeTikTok) -> None:
     """Scripting an answer for zero requests is refused."""
     with pytest.raises(ValueError, match="times"):
@@ -490,6 +516,16 @@ async def test_control_endpoints(fake: FakeTikTok, session: aiohttp.ClientSessio
     _, accepted = await control(session, url, "/_fake/accepted")
     assert [e["event_id"] for e in accepted] == ["a", "a"]
     assert accepted[0]["event_source_id"] == "PIXEL1"
+
+    status, reply = await control(session, url, "/_fake/poison", {"code": 47777})
+    assert (status, reply["code"], fake.poison_code) == (200, 47777, 47777)
+    assert (await control(session, url, "/_fake/poison", {"code": "x"}))[0] == 400
+    status, _ = await control(session, url, "/_fake/script", [{"code": 49999, "forever": True}])
+    assert status == 200
+    for _ in range(2):
+        assert (await post(session, url, body(event("q"))))[1]["code"] == 49999
+    assert (await control(session, url, "/_fake/script/clear", {}))[0] == 200
+    assert (await post(session, url, body(event("q")), token="T2"))[1]["code"] == 0
 
     assert (await control(session, url, "/_fake/reset", {}))[0] == 200
     _, stats = await control(session, url, "/_fake/stats")

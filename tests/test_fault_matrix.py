@@ -101,6 +101,7 @@ def _case_id(code: int) -> str:
 # --- Every body code of the classification table ----------------------------------------------
 
 TABLE = sorted(CODE_VERDICTS)
+SPLIT = {40061, 40011}  # too many events or ids in one request: split, nothing dead
 RANGES = sorted({c for low, high, _ in CODE_RANGES for c in (low, (low + high) // 2, high)})
 
 
@@ -133,7 +134,7 @@ async def test_every_code(harness: Harness, db_path: Path, code: int) -> None:
     else:
         assert verdict is Verdict.REJECT
         dead = [r for r in first if r[1] == "dead"]
-        if code == 40061:  # a batch-size answer names no event: the batch is split and resent
+        if code in SPLIT:  # a batch-size answer names no event: the batch is split and resent
             assert dead == []
             assert harness.fake.requests == 3
         else:
@@ -144,28 +145,66 @@ async def test_every_code(harness: Harness, db_path: Path, code: int) -> None:
     none_lost(db_path)
     every_event_reached_tiktok(harness, db_path)
     expected = {"sent": ROWS - 1, "dead": 1} if verdict is Verdict.REJECT else {"sent": ROWS}
-    if code == 40061:
+    if code in SPLIT:
         expected = {"sent": ROWS}
     assert statuses(db_path) == expected
 
 
-UNKNOWN = sorted({50001, 50999, 54000, 47777, 1, -5} - set(CODE_VERDICTS))
+UNKNOWN = sorted({50001, 50999, 54000, 47777, 1, -5, 40050, 40916} - set(CODE_VERDICTS))
 
 
 @pytest.mark.parametrize("code", UNKNOWN)
-async def test_unknown_codes_die_after_bounded_attempts(
+async def test_unknown_codes_confined_to_an_event_die_after_bounded_attempts(
     harness: Harness, db_path: Path, code: int
 ) -> None:
-    """A code outside the table is retried a bounded number of times, then dead with that code."""
+    """A code outside the table, answered only for one event while others are accepted, is
+    retried a bounded number of times, the later retries a minute or more apart, then that
+    event alone is dead with it."""
     assert code_verdict(code) is None
     insert(db_path, [purchase(i) for i in range(ROWS)])
-    harness.fake.script(Scripted(code=code, message="Something new", times=2))
-    await harness.drain(unknown_code_max_attempts=2)
-    assert {(s, c) for _, s, _, c, *_ in rows(db_path)} == {("pending", str(code))}
-    await settle_all(harness, db_path, unknown_code_max_attempts=2)
-    none_lost(db_path)
-    assert {(s, a, c) for _, s, a, c, *_ in rows(db_path)} == {("dead", 2, str(code))}
-    assert all("Something new" in reason for *_, reason, _ in rows(db_path))
+    harness.fake.poison.add("order-1")
+    harness.fake.poison_code = code
+    harness.fake.poison_names_index = False
+    for round_ in range(1, 8):  # other events keep arriving, and TikTok keeps accepting them
+        await harness.drain(max_events=1)
+        none_lost(db_path, round_ * ROWS, untried=True)
+        [(status, attempts, due)] = query(
+            db_path,
+            "SELECT status, attempts, next_attempt_at FROM tiktok_outbox WHERE event_id='order-1'",
+        )
+        assert attempts == round_
+        if status == "dead":
+            break
+        assert status == "pending"
+        if attempts >= 3:
+            assert due >= harness.clock.now + 60.0
+        insert(db_path, [purchase(10 * round_ + i) for i in range(ROWS)])
+        harness.clock.advance(LATER_S)
+    assert statuses(db_path) == {"sent": round_ * ROWS - 1, "dead": 1}
+    [(event_id, _, attempts, last_code, reason, _)] = [r for r in rows(db_path) if r[1] == "dead"]
+    assert (event_id, attempts, last_code) == ("order-1", 5, str(code))
+    assert "rejected by the fake" in reason
+    every_event_reached_tiktok(harness, db_path)
+
+
+@pytest.mark.parametrize("code", UNKNOWN)
+async def test_unknown_codes_answered_to_everything_pause(
+    harness: Harness, db_path: Path, code: int
+) -> None:
+    """A code outside the table answered to every request pauses delivery (the storm rule) and
+    dead-letters nothing, however many probes it answers; all is sent once it clears."""
+    insert(db_path, [purchase(i) for i in range(ROWS)])
+    harness.fake.script(Scripted(code=code, message="Something new", forever=True))
+    for _ in range(6):
+        totals = await harness.drain(max_events=1)
+        assert totals.paused_reason == f"storm_{code}"
+        none_lost(db_path)
+        assert statuses(db_path) == {"pending": ROWS}
+        harness.clock.advance(LATER_S)
+    harness.fake.clear_script()
+    await settle_all(harness, db_path, max_events=1)
+    assert statuses(db_path) == {"sent": ROWS}
+    every_event_reached_tiktok(harness, db_path)
 
 
 # --- HTTP-level answers, the network and broken bodies ------------------------------------------

@@ -16,11 +16,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from forwarder.backoff import BackoffPolicy
-from forwarder.errors import StoreError
+from forwarder.errors import ConfigError, StoreError
 from forwarder.fake_tiktok import FakeTikTok, Scripted
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
+from forwarder.settings import Settings
+from forwarder.startup import worker_config
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
@@ -299,16 +301,160 @@ async def test_credentials_pause_then_resume(harness: Harness, db_path: Path) ->
     assert harness.metrics.paused.labels("40105")._value.get() == 0
 
 
-async def test_unknown_code_dies_after_bounded_attempts(harness: Harness, db_path: Path) -> None:
-    """An unknown code is retried a bounded number of times, then the row dies with that code."""
-    insert(db_path, [purchase(1)])
-    harness.fake.script(Scripted(code=47777, message="Something new", times=3))
+async def test_unknown_code_confined_to_one_event_dies_after_spread_retries(
+    harness: Harness, db_path: Path
+) -> None:
+    """A code forwarder does not know, answered only to the requests carrying one event while
+    the others are accepted, dead-letters that event alone at its fifth attempt, the last ones
+    at least FORWARDER_UNKNOWN_CODE_MIN_DELAY apart (all five fitted in seconds before);
+    delivery never pauses."""
+    insert(db_path, [{**purchase(0), "event_id": "order-bad"}])
+    harness.fake.poison.add("order-bad")
+    harness.fake.poison_code = 47777
+    harness.fake.poison_names_index = False
+    failures: list[float] = []  # when each attempt of the bad event failed
+    for round_ in range(60):
+        insert(db_path, [purchase(100 * round_ + i) for i in range(3)])
+        totals = await harness.drain(max_events=1)
+        assert totals.paused_reason is None
+        [(status, attempts, due)] = query(
+            db_path,
+            "SELECT status, attempts, next_attempt_at FROM tiktok_outbox"
+            " WHERE event_id = 'order-bad'",
+        )
+        if attempts > len(failures):
+            failures.append(harness.clock.now)
+            if status == "pending" and attempts >= 3:  # the first two retries are quick
+                assert due >= harness.clock.now + 60.0, "retried sooner than the floor"
+        if status == "dead":
+            break
+        harness.clock.advance(20.0)
+    assert len(failures) == 5
+    assert failures[-1] - failures[2] >= 2 * 60.0
+    [(code, reason)] = query(
+        db_path, "SELECT last_code, last_error FROM tiktok_outbox WHERE status = 'dead'"
+    )
+    assert code == "47777"
+    assert "47777" in reason and "rejected by the fake" in reason
+    assert statuses(db_path) == {"sent": 3 * (round_ + 1), "dead": 1}
+    assert harness.metrics.dead.labels("unknown_code")._value.get() == 1
+
+
+async def test_unknown_code_storm_pauses_and_dead_letters_nothing(
+    harness: Harness, db_path: Path
+) -> None:
+    """A never-seen code answered to every request pauses delivery as storm_49999 after three
+    answers, probes with one event counting no attempt however long it lasts, and delivers
+    everything once TikTok accepts again (the backlog was dead within seconds before)."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.script(Scripted(code=49999, message="Something new", forever=True))
+    totals = await harness.drain(max_events=5)
+    assert totals.paused_reason == "storm_49999"
+    storm = harness.fake.answers[49999]
+    assert 3 <= storm <= 3 + 4 - 1  # the three of the storm, and the other slots' requests
+    assert statuses(db_path) == {"pending": 30}
+    # The two answers before the storm counted an attempt; the pause counts none.
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(1,)]
+    assert harness.metrics.paused.labels("storm_unknown")._value.get() == 1
+    state = (await harness.store.summary(harness.clock.now)).state["destination"]
+    assert (state["paused"], state["reason"]) == (True, "storm_49999")
+    for _ in range(12):  # twelve probe intervals, the last ones a minute each
+        harness.clock.advance(61.0)
+        totals = await harness.drain(max_events=5)
+        assert totals.paused_reason == "storm_49999"
+    assert harness.fake.answers[49999] == storm + 12  # one probe each
+    assert statuses(db_path) == {"pending": 30}
+    assert query(db_path, "SELECT max(attempts) FROM tiktok_outbox") == [(1,)]
+    harness.fake.clear_script()
+    harness.clock.advance(121.0)  # past the probe and every retry of the first answers
+    totals = await harness.drain(max_events=5)
+    assert totals.paused_reason is None
+    assert statuses(db_path) == {"sent": 30}
+    assert harness.metrics.paused.labels("storm_unknown")._value.get() == 0
+    state = (await harness.store.summary(harness.clock.now)).state["destination"]
+    assert state["paused"] is False
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason", "label"),
+    [
+        (Scripted(http_status=503, body=b"", forever=True), "storm_http_503", "storm_http_503"),
+        (Scripted(code=51010, message="rpc timeout", forever=True), "storm_51010", "storm_other"),
+        (Scripted(drop=True, forever=True), "storm_connection", "storm_connection"),
+    ],
+    ids=["http_503", "51010", "connection"],
+)
+async def test_an_outage_of_every_request_pauses(
+    harness: Harness, db_path: Path, answer: Scripted, reason: str, label: str
+) -> None:
+    """TikTok's own failures answered to every request pause and probe too, instead of sending
+    the whole backlog again and again; the pause's label stays in a closed set."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.script(answer)
+    totals = await harness.drain(max_events=5)
+    assert totals.paused_reason == reason
+    assert harness.metrics.paused.labels(label)._value.get() == 1
+    assert 3 <= harness.fake.requests <= 3 + 4 - 1  # the storm, and requests in flight by then
+    assert statuses(db_path) == {"pending": 30}
+    harness.fake.clear_script()
+    harness.clock.advance(700.0)
+    totals = await harness.drain(max_events=5)
+    assert totals.paused_reason is None
+    assert statuses(db_path) == {"sent": 30}
+
+
+async def test_an_unknown_code_storm_on_one_request_is_recognised_at_once(
+    harness: Harness, db_path: Path
+) -> None:
+    """When one request carries the whole backlog, its first retries are quick, so three
+    answers of a never-seen code pause delivery within seconds, not after minutes of floors."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.script(Scripted(code=49999, message="Something new", forever=True))
     for _ in range(3):
-        await harness.drain(unknown_code_max_attempts=3)
-        harness.clock.advance(600)
-    assert query(db_path, "SELECT status, attempts, last_code FROM tiktok_outbox") == [
-        ("dead", 3, "47777")
+        totals = await harness.drain()
+        harness.clock.advance(2.0)  # the ordinary backoff of the first two retries: 1 s, 2 s
+    assert totals.paused_reason == "storm_49999"
+    assert harness.fake.answers[49999] == 3
+    assert query(db_path, "SELECT min(attempts), max(attempts) FROM tiktok_outbox") == [(2, 2)]
+    assert statuses(db_path) == {"pending": 30}
+
+
+def test_storm_threshold_below_the_unknown_code_attempts() -> None:
+    """A storm threshold not below the unknown code's attempts is refused at start-up: one
+    request carrying the whole backlog would be dead before three answers paused delivery."""
+    settings = Settings(**{"FORWARDER_STORM_ANSWERS": 5})
+    with pytest.raises(ConfigError, match="FORWARDER_STORM_ANSWERS must be smaller"):
+        worker_config(settings)
+    ok = Settings(**{"FORWARDER_STORM_ANSWERS": 4})
+    assert worker_config(ok).storm_answers == 4
+
+
+# The issue's families: permission, authorisation and configuration codes of the SDK (S2).
+PAUSING = [40003, 40007, 40103, 40106, 40118, 40131, 40300, 40309, 41000, 41001, 41002, 70001]
+
+
+@pytest.mark.parametrize("code", PAUSING)
+async def test_permission_and_configuration_families_pause(
+    harness: Harness, db_path: Path, code: int
+) -> None:
+    """A permission, authorisation or configuration code answered to every request pauses at
+    the first answer like 40105: nothing dead, no attempt counted, all sent once it clears."""
+    insert(db_path, [purchase(i) for i in range(30)])
+    harness.fake.script(Scripted(code=code, message="Not in whitelist", forever=True))
+    for _ in range(5):
+        totals = await harness.drain(max_events=5)
+        assert totals.paused_reason == str(code)
+        assert statuses(db_path) == {"pending": 30}
+        harness.clock.advance(61.0)
+    assert query(db_path, "SELECT max(attempts), min(last_code) FROM tiktok_outbox") == [
+        (0, str(code))
     ]
+    assert harness.metrics.paused.labels(str(code))._value.get() == 1
+    harness.fake.clear_script()
+    totals = await harness.drain(max_events=5)
+    assert totals.paused_reason is None
+    assert statuses(db_path) == {"sent": 30}
+    assert harness.metrics.paused.labels(str(code))._value.get() == 0
 
 
 async def test_ambiguous_codes_pause_after_a_few(harness: Harness, db_path: Path) -> None:
