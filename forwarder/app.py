@@ -126,7 +126,7 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
                 metrics,
                 store,
                 last_tick=lambda: worker.last_tick,
-                paused_reason=lambda: pacer.paused_reason,
+                paused_reason=lambda: _paused_text(worker, pacer),
                 stale_after_s=max(30.0, 3 * settings.request_timeout),
             )
             runner = await _serve(health, settings.http_addr, log)
@@ -147,6 +147,14 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
     finally:
         await store.close()
         notifier.close()
+
+
+def _paused_text(worker: Worker, pacer: Pacer) -> str | None:
+    """Why delivery is paused, for /readyz: the reason code and the message that caused it."""
+    reason = pacer.paused_reason
+    if reason is None or not worker.paused_message:
+        return reason
+    return f"{reason}: {worker.paused_message}"
 
 
 def _status_line(worker: Worker, pacer: Pacer) -> str:

@@ -70,6 +70,7 @@ class Scripted:
     delay_s: float = 0.0  # wait before answering (to provoke client timeouts)
     drop: bool = False  # close the connection without answering
     retry_after: str | None = None  # value of the Retry-After header
+    location: str | None = None  # a redirect: Location header, with a 3xx http_status
     times: int = 1  # how many requests this answer applies to
 
 
@@ -191,6 +192,8 @@ class FakeTikTok:
         for answer in answers:
             if answer.times < 1:
                 raise ValueError(f"Scripted.times must be >= 1, got {answer.times}")
+            if answer.location is not None and not 300 <= answer.http_status <= 399:
+                raise ValueError("Scripted.location needs a 3xx http_status")
         self._script.extend(dataclasses.replace(answer) for answer in answers)
 
     @property
@@ -259,6 +262,11 @@ class FakeTikTok:
         if answer.drop:
             self.answers[NO_CODE] += 1
             return _drop(request)
+        if answer.location is not None:
+            # A redirect, as a proxy or a moved endpoint would answer: nothing reaches TikTok.
+            self.answers[NO_CODE] += 1
+            headers["Location"] = answer.location
+            return web.Response(status=answer.http_status, headers=headers)
         if answer.body is not None:
             self.answers[NO_CODE] += 1
             content_type = "text/html" if answer.body.lstrip()[:1] == b"<" else "application/json"
@@ -584,6 +592,7 @@ _SCRIPTED_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "delay_s": (int, float),
     "drop": (bool,),
     "retry_after": (str, type(None)),
+    "location": (str, type(None)),
     "times": (int,),
 }
 

@@ -206,6 +206,8 @@ class Worker:
         self._pruned = 0  # rows pruned since the last sent_rows_pruned line
         self._next_shared = 0.0
         self._was_paused: str | None = pacer.paused_reason  # what was last published
+        #: TikTok's (or our) message for the current pause; /readyz shows it with the reason.
+        self.paused_message: str | None = None
         # A previous run may have left "paused" on record: the first answer publishes anew.
         self._state_published = False
         metrics.concurrency_limit.set(pacer.limit)
@@ -676,6 +678,7 @@ class Worker:
         if reason == self._was_paused and self._state_published:
             return
         self._state_published = True
+        self.paused_message = outcome.message if reason else None
         if self._was_paused is not None:
             self.metrics.paused.labels(self._was_paused).set(0)
         if reason is not None:
