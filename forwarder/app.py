@@ -21,7 +21,7 @@ from forwarder.metrics import Metrics
 from forwarder.notify import Notifier, Progress, keepalive
 from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
-from forwarder.settings import Settings, store_options
+from forwarder.settings import Settings, read_token, store_options
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker, WorkerConfig
@@ -91,8 +91,63 @@ def on_stop(callback: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -> Totals:
-    """Run the daemon: migrate, check the database, deliver until stopped."""
+class TokenReload:
+    """Read the access token again on SIGHUP and hand it to the client: a live rotation.
+
+    A token that cannot be read is logged (never shown) and the one in use is kept. A paused
+    destination is probed at once, so a fixed token resumes delivery without waiting for the
+    next probe.
+    """
+
+    def __init__(self, token: Callable[[], str], log: structlog.typing.FilteringBoundLogger):
+        self._read = token
+        self._log = log
+        self.client: TikTokClient | None = None
+        self.worker: Worker | None = None
+
+    def __call__(self) -> None:
+        """Reload now (a signal handler, run on the loop between steps)."""
+        try:
+            token = self._read()
+        except ConfigError as error:
+            self._log.error("token_reload_failed", error=str(error), note="keeping the old token")
+            return
+        changed = self.client.set_token(token) if self.client else False
+        self._log.info("token_reloaded", changed=changed)
+        if self.worker is not None:
+            self.worker.probe_now()
+
+
+@contextmanager
+def on_signal(sig: signal.Signals, callback: Callable[[], None]) -> Iterator[None]:
+    """Call *callback* on *sig* while the block runs, then restore the default action."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(sig, callback)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(sig)
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    migrate: bool = True,
+    token: Callable[[], str] = read_token,
+) -> Totals:
+    """Run the daemon: migrate, check the database, deliver until stopped.
+
+    *token* reads the access token again when SIGHUP comes.
+    """
+    log = structlog.get_logger("forwarder")
+    reload = TokenReload(token, log)
+    # Installed first: from now on SIGHUP reloads the token instead of ending the process.
+    with on_signal(signal.SIGHUP, reload):
+        return await _run(settings, reload, once=once, migrate=migrate)
+
+
+async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: bool) -> Totals:
     log = structlog.get_logger("forwarder")
     token = settings.access_token()
     config = worker_config(settings)
@@ -122,6 +177,7 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
         async with aiohttp.ClientSession(connector=connector) as session:
             sender = TikTokClient(session, settings.tiktok_api_url, token, settings.request_timeout)
             worker = Worker(store, sender, config, pacer, metrics, owner=lease_owner(), drain=once)
+            reload.client, reload.worker = sender, worker
             health = Health(
                 metrics,
                 store,

@@ -180,3 +180,11 @@ def load_settings(env_file: str | Path | None = ".env") -> Settings:
         name = str(first["loc"][0]) if first["loc"] else "settings"
         # The message, never the input: a mistyped secret must not reach the terminal.
         raise ConfigError(f"{name}: {first['msg']}") from None
+
+
+def read_token(env_file: str | Path | None = ".env") -> str:
+    """Read the access token again, from wherever the settings say it lives (SIGHUP).
+
+    Raises ConfigError, as at start-up, when it cannot be read; the message never holds it.
+    """
+    return load_settings(env_file).access_token()

@@ -222,6 +222,14 @@ class Worker:
             with contextlib.suppress(OSError):
                 self._log.info("worker_stopping", in_flight=self.pacer.in_flight)
 
+    def probe_now(self) -> None:
+        """Probe a paused destination at once instead of at its next probe time (the token
+        was just reloaded): the next due row goes out as the probe."""
+        now = self.clock()
+        if self.pacer.paused and self.pacer.probe_at > now:
+            self.pacer.probe_at = now
+        self._wake.set()
+
     async def run(self) -> Totals:
         """Run the loop until stop() (or, draining, until nothing is due); then shut down."""
         with _tuned_interpreter():
