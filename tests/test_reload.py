@@ -47,7 +47,9 @@ async def test_set_token_changes_the_header_of_the_next_request(fake: FakeTikTok
         assert (await client.send(body)).body.startswith(b'{"code":0')
 
 
-async def test_sighup_rotates_the_token_live(db_path: Path, fake: FakeTikTok, tmp_path: Path) -> None:
+async def test_sighup_rotates_the_token_live(
+    db_path: Path, fake: FakeTikTok, tmp_path: Path
+) -> None:
     """A revoked token pauses delivery; a new one in the file plus SIGHUP resumes it at once."""
     token_file = tmp_path / "token"
     write_token(token_file, TOKEN)
@@ -95,8 +97,6 @@ async def test_sighup_rotates_the_token_live(db_path: Path, fake: FakeTikTok, tm
     reloads = events(log, "token_reloaded")
     assert [line["changed"] for line in reloads] == [True]
     assert events(log, "destination_resumed")
-    assert {event_id for *_, event_id in fake.accepted_ids()} == {
-        f"order-{i}" for i in range(40)
-    }
+    assert {event_id for *_, event_id in fake.accepted_ids()} == {f"order-{i}" for i in range(40)}
     text = log.read_text()
     assert TOKEN not in text and NEW_TOKEN not in text
