@@ -184,6 +184,7 @@ async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: 
                 last_tick=lambda: worker.last_tick,
                 paused_reason=lambda: _paused_text(worker, pacer),
                 stale_after_s=max(30.0, 3 * settings.request_timeout),
+                held_pixels=lambda: sorted(worker.holds.held),
             )
             runner = await _serve(health, settings.http_addr, log)
             try:

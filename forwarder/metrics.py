@@ -131,6 +131,12 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.pixels_held = Gauge(
+            "forwarder_pixels_held",
+            "Pixels named by rows whose delivery is held back: TikTok refused the pixel "
+            "(40001) while the default pixel flows.",
+            registry=r,
+        )
         self.in_flight = Gauge(
             "forwarder_requests_in_flight", "Requests waiting for TikTok.", registry=r
         )

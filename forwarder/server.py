@@ -27,6 +27,7 @@ class Health:
         paused_reason: Callable[[], str | None],
         stale_after_s: float,
         clock: Callable[[], float] = time.time,
+        held_pixels: Callable[[], list[str]] = list,
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -34,6 +35,7 @@ class Health:
         self.paused_reason = paused_reason
         self.stale_after_s = stale_after_s
         self.clock = clock
+        self.held_pixels = held_pixels
         self._refreshed = 0.0
 
     async def refresh_gauges(self) -> None:
@@ -64,7 +66,11 @@ class Health:
         )
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when the database answers and the destination is not paused, else 503."""
+        """200 when the database answers and the destination is not paused, else 503.
+
+        Pixels held back (a row's own pixel TikTok refuses) leave the daemon ready: the
+        default pixel flows. They are listed, and counted by forwarder_pixels_held.
+        """
         try:
             await self.store.ping()
         except StoreError as error:
@@ -74,7 +80,7 @@ class Health:
             return web.json_response(
                 {"ready": False, "reason": f"destination paused: {paused}"}, status=503
             )
-        return web.json_response({"ready": True})
+        return web.json_response({"ready": True, "held_pixels": self.held_pixels()})
 
     def app(self) -> web.Application:
         """The aiohttp application serving the three routes."""

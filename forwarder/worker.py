@@ -26,8 +26,9 @@ from forwarder.batching import Batch, Item, make_batches
 from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
 from forwarder.errors import StoreError, StoreLost, TransportError
 from forwarder.events import OutboxRow
+from forwarder.holds import Holds, Scope, scope
 from forwarder.metrics import Metrics, code_label, event_label
-from forwarder.pacing import Pacer
+from forwarder.pacing import PROBE_INITIAL_S, Pacer
 from forwarder.store.base import Dead, OutboxStore, Retry
 
 PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
@@ -208,6 +209,8 @@ class Worker:
         self._was_paused: str | None = pacer.paused_reason  # what was last published
         #: TikTok's (or our) message for the current pause; /readyz shows it with the reason.
         self.paused_message: str | None = None
+        #: Pixels a row names itself whose rows wait while TikTok refuses them (holds.py).
+        self.holds = Holds(PROBE_INITIAL_S, pacer.probe_max_s)
         # A previous run may have left "paused" on record: the first answer publishes anew.
         self._state_published = False
         metrics.concurrency_limit.set(pacer.limit)
@@ -228,6 +231,7 @@ class Worker:
         now = self.clock()
         if self.pacer.paused and self.pacer.probe_at > now:
             self.pacer.probe_at = now
+        self.holds.probe_now(now)
         self._wake.set()
 
     async def run(self) -> Totals:
@@ -443,8 +447,10 @@ class Worker:
         try:
             while queue:
                 current = queue.pop()
-                if not await self._acquire(current):
+                allowed = await self._through_holds(current)
+                if allowed is None or not await self._acquire(allowed):
                     continue
+                current = allowed
                 if queued:
                     queued, self._queued = False, self._queued - 1
                 outcome = await self._send(current)
@@ -460,6 +466,23 @@ class Worker:
         finally:
             if queued:
                 self._queued -= 1
+
+    async def _through_holds(self, batch: Batch) -> Batch | None:
+        """What of *batch* may go out: all of it, unless its pixel is held. Then one event as
+        the pixel's probe when one is due, and the rest back to pending until the next."""
+        pixel = batch.destination.pixel
+        hold = self.holds.held.get(pixel)
+        if hold is None:
+            return batch
+        now = self.clock()
+        probe = self.holds.take_probe(pixel, now)
+        send, back = (batch.items[:1], batch.items[1:]) if probe else ((), batch.items)
+        retries = [
+            Retry(item.built.row_id, hold.probe_at + self.rng.uniform(0, THROTTLE_SPREAD_S))
+            for item in back
+        ]
+        await self._reschedule(retries, hold.code, hold.message, None, False, now, "held")
+        return Batch(batch.destination, send) if send else None
 
     async def _acquire(self, batch: Batch) -> bool:
         """Take a request slot; on stop, throttle or pause give the rows back instead."""
@@ -544,6 +567,8 @@ class Worker:
             await self._reschedule(
                 retries, outcome.code, outcome.message, outcome.request_id, False, now, "throttle"
             )
+        elif verdict is Verdict.PAUSE and self._scope(batch, outcome) is Scope.PIXEL:
+            await self._hold(batch, outcome, now, log)
         elif verdict is Verdict.PAUSE:
             probe_at = (
                 self.pacer.probe_at
@@ -565,6 +590,38 @@ class Worker:
             await self._retry(batch, outcome, now, log)
         else:
             await self._rejected(batch, outcome, queue, now, log)
+
+    def _scope(self, batch: Batch, outcome: Outcome) -> Scope:
+        destination, build = batch.destination, self.config.build
+        return scope(
+            outcome,
+            destination.pixel,
+            destination.test_event_code,
+            build.default_pixel,
+            build.test_event_code,
+        )
+
+    async def _hold(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        """TikTok refused a row's own pixel: hold that pixel back, count no attempt."""
+        pixel = batch.destination.pixel
+        new = pixel not in self.holds.held
+        hold = self.holds.hold(pixel, now, outcome.code, outcome.message)
+        log.error(
+            "pixel_held",
+            message=outcome.message,
+            next_probe_in_s=round(hold.probe_at - now, 2),
+            held_pixels=len(self.holds.held),
+            note="the default pixel and other pixels keep flowing",
+        )
+        retries = [
+            Retry(i, hold.probe_at + self.rng.uniform(0, THROTTLE_SPREAD_S))
+            for i in batch.row_ids()
+        ]
+        await self._reschedule(
+            retries, outcome.code, outcome.message, outcome.request_id, False, now, "held"
+        )
+        if new:
+            await self._paused_changed(now, outcome, holds_changed=True)
 
     async def _accepted(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         items = batch.items
@@ -605,8 +662,11 @@ class Worker:
         resumed = self.pacer.on_accepted()
         if resumed:
             log.info("destination_resumed")
-        if resumed or not self._state_published:
-            await self._paused_changed(now, outcome)
+        released = self.holds.release(batch.destination.pixel) is not None
+        if released:
+            log.info("pixel_released", held_pixels=len(self.holds.held))
+        if resumed or released or not self._state_published:
+            await self._paused_changed(now, outcome, holds_changed=released)
         self.metrics.concurrency_limit.set(self.pacer.limit)
 
     async def _retry(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
@@ -637,9 +697,10 @@ class Worker:
         self, batch: Batch, outcome: Outcome, queue: list[Batch], now: float, log: Any
     ) -> None:
         """Dead-letter only the events TikTok refused; queue the rest to resend."""
-        if outcome.whole_request and batch.destination.pixel == self.config.build.default_pixel:
-            # TikTok refuses the request's own fields for the configured pixel: a configuration
-            # fault (TIKTOK_PIXEL_CODE, the token's pixels), not the events'. Pause, lose nothing.
+        if outcome.whole_request and self._scope(batch, outcome) is Scope.DESTINATION:
+            # TikTok refuses the request's own fields for the configured pixel or test code, or
+            # the token: a configuration fault, not the events'. Pause, lose nothing. (A row's
+            # own pixel or test code refused is those rows' fault: they are dead below.)
             probe_at = self.pacer.on_pause(now, f"config_{outcome.code}")
             await self._paused_changed(now, outcome)
             log.error(
@@ -680,13 +741,18 @@ class Worker:
             )
             queue.extend(rest)
 
-    async def _paused_changed(self, now: float, outcome: Outcome) -> None:
-        """Publish a pause or a resume: metrics and the state `forwarder status` reads."""
+    async def _paused_changed(
+        self, now: float, outcome: Outcome, *, holds_changed: bool = False
+    ) -> None:
+        """Publish a pause, a resume or a change of the held pixels: metrics and the state
+        `forwarder status` reads."""
         reason = self.pacer.paused_reason
-        if reason == self._was_paused and self._state_published:
+        if reason == self._was_paused and self._state_published and not holds_changed:
             return
+        if reason != self._was_paused or not self._state_published:
+            self.paused_message = outcome.message if reason else None
         self._state_published = True
-        self.paused_message = outcome.message if reason else None
+        self.metrics.pixels_held.set(len(self.holds.held))
         if self._was_paused is not None:
             self.metrics.paused.labels(self._was_paused).set(0)
         if reason is not None:
@@ -695,9 +761,10 @@ class Worker:
         state = {
             "paused": reason is not None,
             "reason": reason,
-            "message": outcome.message if reason else None,
+            "message": self.paused_message,
             "since": self.pacer.paused_since if reason else None,
             "owner": self.owner,
+            "held_pixels": self.holds.state(),
         }
         await self._store_call(lambda: self.store.set_state("destination", state, now))
 
