@@ -7,8 +7,9 @@ import os
 import random
 import signal
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 
 import aiohttp
@@ -25,6 +26,13 @@ from forwarder.settings import Settings, read_token, store_options
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker, WorkerConfig
+
+# After the worker's shutdown deadline (FORWARDER_SHUTDOWN_GRACE + worker.SHUTDOWN_FINISH_S), this
+# long to close the HTTP server and the database; whatever is still blocked then is abandoned
+# (the rows it holds return to pending when their lease expires). With the default 10 s grace
+# the daemon is gone 17 s after SIGTERM at the latest, inside the unit's TimeoutStopSec=30s.
+SHUTDOWN_CLOSE_S = 2.0
+CLOSE_MIN_S = 0.2  # the least time each close gets, even past the deadline
 
 
 def lease_owner() -> str:
@@ -200,10 +208,29 @@ async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: 
                         return await worker.run()
             finally:
                 notifier.stopping("stopping")
-                await runner.cleanup()
+                await _close(runner.cleanup(), worker, "the HTTP server")
     finally:
-        await store.close()
+        await _close(store.close(), reload.worker, "the database connection")
         notifier.close()
+
+
+async def _close(closing: Awaitable[None], worker: Worker | None, what: str) -> None:
+    """Await *closing*; once the worker has stopped, no later than its shutdown deadline plus
+    SHUTDOWN_CLOSE_S."""
+    deadline = worker.stop_deadline if worker is not None else None
+    if deadline is None:
+        await closing
+        return
+    try:
+        within_s = max(CLOSE_MIN_S, deadline + SHUTDOWN_CLOSE_S - time.monotonic())
+        await asyncio.wait_for(closing, within_s)
+    except TimeoutError:
+        structlog.get_logger("forwarder").warning(
+            "shutdown_close_left",
+            what=what,
+            note="not closed by the shutdown deadline; rows still leased return to pending "
+            "when their lease expires",
+        )
 
 
 def _paused_text(worker: Worker, pacer: Pacer) -> str | None:

@@ -14,6 +14,9 @@ from forwarder.metrics import Metrics
 from forwarder.store.base import OutboxStore
 
 GAUGE_REFRESH_S = 10.0  # how stale the outbox gauges may be when scraped
+# A request still being answered at shutdown (a scrape waiting for a blocked database) is cut
+# after this, so it cannot hold up the stop.
+SHUTDOWN_TIMEOUT_S = 1.0
 
 
 class Health:
@@ -94,7 +97,7 @@ class Health:
 async def serve(health: Health, addr: str) -> web.AppRunner:
     """Start serving on *addr* (host:port); the caller cleans the runner up."""
     host, _, port = addr.rpartition(":")
-    runner = web.AppRunner(health.app(), access_log=None)
+    runner = web.AppRunner(health.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
     await site.start()
