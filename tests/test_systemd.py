@@ -80,6 +80,7 @@ def test_unit_declares_the_contract() -> None:
     assert settings["WatchdogSec"] == ["30s"]
     assert settings["Restart"] == ["on-failure"]
     assert settings["ExecStart"] == ["/opt/forwarder/.venv/bin/forwarder run"]
+    assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # reads the token again
     assert settings["EnvironmentFile"] == ["/etc/forwarder/forwarder.env"]
     assert settings["StateDirectory"] == ["forwarder"]
     assert (
