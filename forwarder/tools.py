@@ -296,7 +296,7 @@ def _inspect_text(document: dict[str, Any]) -> str:
     """One row of `inspect` as text, every value from the row escaped (printable)."""
     p = printable
     lines = [
-        f"row {document['id']}: {p(document['event'])} {p(document['event_id'])} "
+        f"row {document['id']}: {p(document['event'])} '{p(document['event_id'])}' "
         f"pixel {p(document['pixel_code'] or '(default)')}",
         f"  status      {p(document['status'])}  attempts {document['attempts']}",
         f"  created     {_when(document['created_at'])}   event_time "
