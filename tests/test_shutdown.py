@@ -54,13 +54,12 @@ async def terminate(daemon: Any) -> tuple[int, float]:
     it took to exit. Killed, failing the test, if it outlives the unit's 30 s."""
     started = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
-    wait = daemon.wait() if isinstance(daemon, asyncio.subprocess.Process) else None
     try:
-        if wait is not None:
-            code = await asyncio.wait_for(wait, 30)
+        if isinstance(daemon, asyncio.subprocess.Process):
+            code = await asyncio.wait_for(daemon.wait(), 30)
         else:
             code = await asyncio.to_thread(daemon.wait, 30)
-    except (TimeoutError, Exception):
+    except BaseException:
         daemon.kill()
         raise
     return int(code), time.monotonic() - started
