@@ -7,8 +7,9 @@ import os
 import random
 import signal
 import socket
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 
 import aiohttp
@@ -21,10 +22,17 @@ from forwarder.metrics import Metrics
 from forwarder.notify import Notifier, Progress, keepalive
 from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
-from forwarder.settings import Settings, store_options
+from forwarder.settings import Settings, read_token, store_options
 from forwarder.store import open_store
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
+
+# After the worker's shutdown deadline (FORWARDER_SHUTDOWN_GRACE + worker.SHUTDOWN_FINISH_S), this
+# long to close the HTTP server and the database; whatever is still blocked then is abandoned
+# (the rows it holds return to pending when their lease expires). With the default 10 s grace
+# the daemon is gone 17 s after SIGTERM at the latest, inside the unit's TimeoutStopSec=30s.
+SHUTDOWN_CLOSE_S = 2.0
+CLOSE_MIN_S = 0.2  # the least time each close gets, even past the deadline
 
 
 def lease_owner() -> str:
@@ -50,8 +58,63 @@ def on_stop(callback: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
-async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -> Totals:
-    """Run the daemon: migrate, check the database, deliver until stopped."""
+class TokenReload:
+    """Read the access token again on SIGHUP and hand it to the client: a live rotation.
+
+    A token that cannot be read is logged (never shown) and the one in use is kept. A paused
+    destination is probed at once, so a fixed token resumes delivery without waiting for the
+    next probe.
+    """
+
+    def __init__(self, token: Callable[[], str], log: structlog.typing.FilteringBoundLogger):
+        self._read = token
+        self._log = log
+        self.client: TikTokClient | None = None
+        self.worker: Worker | None = None
+
+    def __call__(self) -> None:
+        """Reload now (a signal handler, run on the loop between steps)."""
+        try:
+            token = self._read()
+        except ConfigError as error:
+            self._log.error("token_reload_failed", error=str(error), note="keeping the old token")
+            return
+        changed = self.client.set_token(token) if self.client else False
+        self._log.info("token_reloaded", changed=changed)
+        if self.worker is not None:
+            self.worker.probe_now()
+
+
+@contextmanager
+def on_signal(sig: signal.Signals, callback: Callable[[], None]) -> Iterator[None]:
+    """Call *callback* on *sig* while the block runs, then restore the default action."""
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(sig, callback)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(sig)
+
+
+async def run(
+    settings: Settings,
+    *,
+    once: bool = False,
+    migrate: bool = True,
+    token: Callable[[], str] = read_token,
+) -> Totals:
+    """Run the daemon: migrate, check the database, deliver until stopped.
+
+    *token* reads the access token again when SIGHUP comes.
+    """
+    log = structlog.get_logger("forwarder")
+    reload = TokenReload(token, log)
+    # Installed first: from now on SIGHUP reloads the token instead of ending the process.
+    with on_signal(signal.SIGHUP, reload):
+        return await _run(settings, reload, once=once, migrate=migrate)
+
+
+async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: bool) -> Totals:
     log = structlog.get_logger("forwarder")
     checked = startup.validate(settings)
     token, config = checked.token.value, checked.worker
@@ -79,12 +142,14 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
         async with aiohttp.ClientSession(connector=connector) as session:
             sender = TikTokClient(session, settings.tiktok_api_url, token, settings.request_timeout)
             worker = Worker(store, sender, config, pacer, metrics, owner=lease_owner(), drain=once)
+            reload.client, reload.worker = sender, worker
             health = Health(
                 metrics,
                 store,
                 last_tick=lambda: worker.last_tick,
-                paused_reason=lambda: pacer.paused_reason,
+                paused_reason=lambda: _paused_text(worker, pacer),
                 stale_after_s=max(30.0, 3 * settings.request_timeout),
+                held_pixels=lambda: sorted(worker.holds.held),
             )
             # `run --once` serves nothing: it can run beside a daemon that holds the port.
             runner = None if once else await _serve(health, settings.http_addr, log)
@@ -102,10 +167,37 @@ async def run(settings: Settings, *, once: bool = False, migrate: bool = True) -
             finally:
                 notifier.stopping("stopping")
                 if runner is not None:
-                    await runner.cleanup()
+                    await _close(runner.cleanup(), worker, "the HTTP server")
     finally:
-        await store.close()
+        await _close(store.close(), reload.worker, "the database connection")
         notifier.close()
+
+
+async def _close(closing: Awaitable[None], worker: Worker | None, what: str) -> None:
+    """Await *closing*; once the worker has stopped, no later than its shutdown deadline plus
+    SHUTDOWN_CLOSE_S."""
+    deadline = worker.stop_deadline if worker is not None else None
+    if deadline is None:
+        await closing
+        return
+    try:
+        within_s = max(CLOSE_MIN_S, deadline + SHUTDOWN_CLOSE_S - time.monotonic())
+        await asyncio.wait_for(closing, within_s)
+    except TimeoutError:
+        structlog.get_logger("forwarder").warning(
+            "shutdown_close_left",
+            what=what,
+            note="not closed by the shutdown deadline; rows still leased return to pending "
+            "when their lease expires",
+        )
+
+
+def _paused_text(worker: Worker, pacer: Pacer) -> str | None:
+    """Why delivery is paused, for /readyz: the reason code and the message that caused it."""
+    reason = pacer.paused_reason
+    if reason is None or not worker.paused_message:
+        return reason
+    return f"{reason}: {worker.paused_message}"
 
 
 def _status_line(worker: Worker, pacer: Pacer) -> str:

@@ -45,6 +45,8 @@ class ApiResponse:
     status: int
     body: bytes
     retry_after: str | None
+    #: For a 3xx: where it points, as scheme://host:port (no path, no query, no token).
+    location: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,6 +337,11 @@ def _from_status(
 
     if 200 <= status <= 299:
         return outcome(Verdict.RETRY, "bad_body", "TikTok's answer could not be read; retrying")
+    if 300 <= status <= 399:
+        # Never followed (the token would go along): a proxy or a wrong TIKTOK_API_URL.
+        target = response.location or "no Location header"
+        hint = f"a redirect to {target}, never followed; check TIKTOK_API_URL and any proxy"
+        return outcome(Verdict.PAUSE, code, hint)
     if status == 429:
         return outcome(Verdict.THROTTLE, code, "rate limited; slowing down")
     if status == 408 or 500 <= status <= 599:

@@ -21,6 +21,7 @@ from forwarder import __version__, app, helptext, lint, logs, payload, startup, 
 from forwarder.errors import ConfigError, ForwarderError
 from forwarder.events import OutboxRow
 from forwarder.pacing import STORM_PREFIX
+from forwarder.printable import printable
 from forwarder.settings import Settings, load_settings
 from forwarder.store.base import NewEvent, Summary
 
@@ -64,10 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         command: Callable[[Settings, argparse.Namespace], int] = args.func
         return command(settings, args)
     except ConfigError as error:
-        print(f"forwarder: {error}", file=sys.stderr)
+        print(f"forwarder: {printable(error)}", file=sys.stderr)
         return EXIT_CONFIG
     except ForwarderError as error:
-        print(f"forwarder: {error}", file=sys.stderr)
+        print(f"forwarder: {printable(error)}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
@@ -85,14 +86,23 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
-    totals = asyncio.run(app.run(settings, once=args.once, migrate=not args.no_migrate))
+    # SIGHUP reads the token again from the same places: the same --env-file, the environment.
+    totals = asyncio.run(
+        app.run(
+            settings,
+            once=args.once,
+            migrate=not args.no_migrate,
+            token=lambda: settings_from(args).access_token(),
+        )
+    )
     if args.once and totals.paused_reason:
         hint = (
             "TikTok accepted none of the last requests; `forwarder status` shows its message"
             if totals.paused_reason.startswith(STORM_PREFIX)
             else "check TIKTOK_ACCESS_TOKEN and the pixel's permissions"
         )
-        print(f"forwarder: delivery is paused ({totals.paused_reason}): {hint}", file=sys.stderr)
+        reason = printable(totals.paused_reason)
+        print(f"forwarder: delivery is paused ({reason}): {hint}", file=sys.stderr)
         return EXIT_PAUSED
     return EXIT_OK
 
@@ -142,7 +152,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     try:
         event = _read_event(args.file)
     except ValueError as error:
-        print(f"forwarder: refused: {error}", file=sys.stderr)
+        print(f"forwarder: refused: {printable(error)}", file=sys.stderr)
         return EXIT_REFUSED
     now = time.time()
     # The daemon's own validation, so what enqueue accepts the daemon will send.
@@ -160,7 +170,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     )
     checked = payload.build(row, startup.build_options(settings), now)
     if isinstance(checked, payload.Refused):
-        print(f"forwarder: refused ({checked.code}): {checked.reason}", file=sys.stderr)
+        print(f"forwarder: refused ({checked.code}): {printable(checked.reason)}", file=sys.stderr)
         return EXIT_REFUSED
     row_id, new = tools.with_store(settings, lambda store: store.insert(event))
     print(row_id)
@@ -198,23 +208,36 @@ def _age(seconds: float | None) -> str:
 
 
 def _format_status(summary: Summary, destination: dict[str, Any]) -> str:
-    counts = "  ".join(f"{name} {count:,}" for name, count in summary.counts.items())
-    codes = ", ".join(f"{code} x{n}" for code, n in summary.recent_codes.items()) or "none"
+    counts = "  ".join(f"{printable(name)} {count:,}" for name, count in summary.counts.items())
+    codes = (
+        ", ".join(f"{printable(code)} x{n}" for code, n in summary.recent_codes.items()) or "none"
+    )
+    now = time.time()
     if destination.get("paused"):
-        since = destination.get("since")
-        ago = _age(time.time() - since) if isinstance(since, (int, float)) else "?"
-        state = f"PAUSED ({destination.get('reason')}, {ago} ago): {destination.get('message')}"
+        ago = _ago(destination.get("since"), now)
+        reason, message = destination.get("reason"), destination.get("message")
+        state = f"PAUSED ({printable(reason)}, {ago} ago): {printable(message)}"
     else:
         state = "delivering"
-    return "\n".join(
-        [
-            f"outbox          {counts}",
-            f"oldest pending  {_age(summary.oldest_pending_age_s)}",
-            f"next due in     {_age(summary.next_due_in_s)}",
-            f"destination     {state}",
-            f"failing codes   {codes}  (pending or dead rows, last 24h)",
-        ]
-    )
+    lines = [
+        f"outbox          {counts}",
+        f"oldest pending  {_age(summary.oldest_pending_age_s)}",
+        f"next due in     {_age(summary.next_due_in_s)}",
+        f"destination     {state}",
+    ]
+    held = destination.get("held_pixels")
+    for pixel, hold in held.items() if isinstance(held, dict) else ():
+        detail = hold if isinstance(hold, dict) else {}
+        lines.append(
+            f"held pixel      {printable(pixel)} ({printable(detail.get('code'))}, "
+            f"{_ago(detail.get('since'), now)} ago): {printable(detail.get('message'))}"
+        )
+    lines.append(f"failing codes   {codes}  (pending or dead rows, last 24h)")
+    return "\n".join(lines)
+
+
+def _ago(since: object, now: float) -> str:
+    return _age(now - since) if isinstance(since, (int, float)) else "?"
 
 
 if __name__ == "__main__":

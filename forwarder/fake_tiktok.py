@@ -45,6 +45,7 @@ NO_CODE: Final = -1
 
 # tiktok-events-api.md §5.1 return codes used by the validator.
 _OK: Final = 0
+_PERMISSION_ERROR: Final = 40001
 _PARAM_ERROR: Final = 40002
 _INVALID_BATCH_SIZE: Final = 40061
 _PII_NOT_HASHED: Final = 40062
@@ -70,6 +71,7 @@ class Scripted:
     delay_s: float = 0.0  # wait before answering (to provoke client timeouts)
     drop: bool = False  # close the connection without answering
     retry_after: str | None = None  # value of the Retry-After header
+    location: str | None = None  # a redirect: Location header, with a 3xx http_status
     times: int = 1  # how many requests this answer applies to
     forever: bool = False  # answer every request so, ignoring times, until clear_script()
 
@@ -120,6 +122,9 @@ class FakeTikTok:
         self.poison: set[str] = set()
         self.poison_names_index = True
         self.poison_code = _PARAM_ERROR  # the code a request carrying a poisoned event gets
+        #: Pixels the token may not operate (40001), and test codes TikTok does not know (40002).
+        self.refused_pixels: set[str] = set()
+        self.refused_test_codes: set[str] = set()
         self._script: collections.deque[Scripted] = collections.deque()
         self._runner: web.AppRunner | None = None
         self._bound_port: int | None = None
@@ -140,6 +145,7 @@ class FakeTikTok:
         app.router.add_post("/_fake/script", self._handle_script)
         app.router.add_post("/_fake/script/clear", self._handle_clear_script)
         app.router.add_post("/_fake/poison", self._handle_poison)
+        app.router.add_post("/_fake/refuse", self._handle_refuse)
         app.router.add_post("/_fake/token", self._handle_token)
         app.router.add_post("/_fake/latency", self._handle_latency)
         app.router.add_post("/_fake/reset", self._handle_reset)
@@ -197,6 +203,8 @@ class FakeTikTok:
         for answer in answers:
             if answer.times < 1:
                 raise ValueError(f"Scripted.times must be >= 1, got {answer.times}")
+            if answer.location is not None and not 300 <= answer.http_status <= 399:
+                raise ValueError("Scripted.location needs a 3xx http_status")
         self._script.extend(dataclasses.replace(answer) for answer in answers)
 
     def clear_script(self) -> None:
@@ -213,7 +221,7 @@ class FakeTikTok:
         return self._accepted
 
     def reset(self) -> None:
-        """Clear accepted events, counters, scripted answers and poison."""
+        """Clear accepted events, counters, scripted answers, poison and refusals."""
         self._accepted = []
         self._pending = []
         self._accepted_count = 0
@@ -225,6 +233,8 @@ class FakeTikTok:
         self.poison.clear()
         self.poison_names_index = True
         self.poison_code = _PARAM_ERROR
+        self.refused_pixels.clear()
+        self.refused_test_codes.clear()
 
     def accepted_ids(self) -> list[tuple[str, str, str]]:
         """(event_source_id, event, event_id) per accepted event, duplicates kept ("" if no id)."""
@@ -270,6 +280,11 @@ class FakeTikTok:
         if answer.drop:
             self.answers[NO_CODE] += 1
             return _drop(request)
+        if answer.location is not None:
+            # A redirect, as a proxy or a moved endpoint would answer: nothing reaches TikTok.
+            self.answers[NO_CODE] += 1
+            headers["Location"] = answer.location
+            return web.Response(status=answer.http_status, headers=headers)
         if answer.body is not None:
             self.answers[NO_CODE] += 1
             content_type = "text/html" if answer.body.lstrip()[:1] == b"<" else "application/json"
@@ -310,7 +325,9 @@ class FakeTikTok:
             return _PARAM_ERROR, "Invalid request body: not valid JSON."
         if not isinstance(payload, dict):
             return _PARAM_ERROR, "Invalid request body: must be a JSON object."
-        error = _validate(payload, self.poison, self.poison_names_index, self.poison_code)
+        error = self._refusal(payload) or _validate(
+            payload, self.poison, self.poison_names_index, self.poison_code
+        )
         if error is not None:
             return error  # §4: failure is whole-request, nothing of it is kept
         self._pending.append(raw)
@@ -326,6 +343,20 @@ class FakeTikTok:
             else:
                 self._unique.add((source_id, event["event"], event_id))
         return _OK, "OK"
+
+    def _refusal(self, payload: dict[str, Any]) -> tuple[int, str] | None:
+        """The answer for a pixel the token may not operate, or an unknown test code."""
+        pixel = payload.get("event_source_id")
+        if isinstance(pixel, str) and pixel in self.refused_pixels:
+            # §5.1: the observed 40001 message (S4 mock).
+            return _PERMISSION_ERROR, (
+                f"No permission to operate pixel code: {pixel}. "
+                "You must be an admin or operator of this advertiser account."
+            )
+        code = payload.get("test_event_code")
+        if isinstance(code, str) and code in self.refused_test_codes:
+            return _PARAM_ERROR, "Invalid value for test_event_code: not a valid test event code."
+        return None
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep *seconds*; return False at once if the server is stopping."""
@@ -374,6 +405,24 @@ class FakeTikTok:
         return _json(
             {"poison": len(self.poison), "names_index": names_index, "code": self.poison_code}
         )
+
+    async def _handle_refuse(self, request: web.Request) -> web.Response:
+        body = await _control_body(request)
+        if not isinstance(body, dict) or set(body) - {"pixels", "test_event_codes"}:
+            raise _bad('body must be {"pixels": [...], "test_event_codes": [...]}')
+        for key, refused in (
+            ("pixels", self.refused_pixels),
+            ("test_event_codes", self.refused_test_codes),
+        ):
+            values = body.get(key)
+            if values is None:
+                continue
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise _bad(f"{key} must be a list of strings")
+            refused.clear()
+            refused.update(values)
+        pixels, codes = sorted(self.refused_pixels), sorted(self.refused_test_codes)
+        return _json({"pixels": pixels, "test_event_codes": codes})
 
     async def _handle_token(self, request: web.Request) -> web.Response:
         body = await _control_body(request)
@@ -623,6 +672,7 @@ _SCRIPTED_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "delay_s": (int, float),
     "drop": (bool,),
     "retry_after": (str, type(None)),
+    "location": (str, type(None)),
     "times": (int,),
     "forever": (bool,),
 }

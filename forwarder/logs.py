@@ -10,6 +10,8 @@ from typing import TextIO
 
 import structlog
 
+from forwarder.printable import printable
+
 LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -30,6 +32,20 @@ class _SafePrintLogger(structlog.PrintLogger):
     fatal = failure = err = error = critical = exception = msg
 
 
+def escape_controls(
+    logger: object, method: str, event: structlog.typing.EventDict
+) -> structlog.typing.EventDict:
+    """Escape control characters in every text value, so a console line stays one honest line.
+
+    Other values are rendered with repr(), which escapes them already. A traceback keeps its
+    line breaks.
+    """
+    return {
+        key: printable(value, keep_newlines=key == "exception") if isinstance(value, str) else value
+        for key, value in event.items()
+    }
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Send structlog events to *stream* (stderr) as JSON or as console text.
 
@@ -41,10 +57,11 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     use_json = fmt == "json" or (
         fmt == "auto" and not (out.isatty() and "JOURNAL_STREAM" not in os.environ)
     )
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
+    # JSON escapes control characters by itself; console text gets them escaped first.
+    renderers: list[structlog.typing.Processor] = (
+        [structlog.processors.JSONRenderer()]
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+        else [escape_controls, structlog.dev.ConsoleRenderer(colors=out.isatty())]
     )
     structlog.configure(
         processors=[
@@ -52,7 +69,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
-            renderer,
+            *renderers,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=lambda *_: _SafePrintLogger(out),

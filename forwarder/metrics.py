@@ -22,6 +22,11 @@ KNOWN_CODES = frozenset(
         "timeout",
         "connection",
         "bad_body",
+        "http_301",
+        "http_302",
+        "http_303",
+        "http_307",
+        "http_308",
         "http_408",
         "http_401",
         "http_403",
@@ -124,6 +129,12 @@ class Metrics:
             "forwarder_destination_paused",
             "1 while delivery is paused, by reason.",
             ["reason"],
+            registry=r,
+        )
+        self.pixels_held = Gauge(
+            "forwarder_pixels_held",
+            "Pixels named by rows whose delivery is held back: TikTok refused the pixel "
+            "(40001) while the default pixel flows.",
             registry=r,
         )
         self.in_flight = Gauge(

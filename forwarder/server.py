@@ -14,6 +14,9 @@ from forwarder.metrics import Metrics
 from forwarder.store.base import OutboxStore
 
 GAUGE_REFRESH_S = 10.0  # how stale the outbox gauges may be when scraped
+# A request still being answered at shutdown (a scrape waiting for a blocked database) is cut
+# after this, so it cannot hold up the stop.
+SHUTDOWN_TIMEOUT_S = 1.0
 
 
 class Health:
@@ -27,6 +30,7 @@ class Health:
         paused_reason: Callable[[], str | None],
         stale_after_s: float,
         clock: Callable[[], float] = time.time,
+        held_pixels: Callable[[], list[str]] = list,
     ) -> None:
         self.metrics = metrics
         self.store = store
@@ -34,6 +38,7 @@ class Health:
         self.paused_reason = paused_reason
         self.stale_after_s = stale_after_s
         self.clock = clock
+        self.held_pixels = held_pixels
         self._refreshed = 0.0
 
     async def refresh_gauges(self) -> None:
@@ -64,7 +69,11 @@ class Health:
         )
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """200 when the database answers and the destination is not paused, else 503."""
+        """200 when the database answers and the destination is not paused, else 503.
+
+        Pixels held back (a row's own pixel TikTok refuses) leave the daemon ready: the
+        default pixel flows. They are listed, and counted by forwarder_pixels_held.
+        """
         try:
             await self.store.ping()
         except StoreError as error:
@@ -74,7 +83,7 @@ class Health:
             return web.json_response(
                 {"ready": False, "reason": f"destination paused: {paused}"}, status=503
             )
-        return web.json_response({"ready": True})
+        return web.json_response({"ready": True, "held_pixels": self.held_pixels()})
 
     def app(self) -> web.Application:
         """The aiohttp application serving the three routes."""
@@ -88,7 +97,7 @@ class Health:
 async def serve(health: Health, addr: str) -> web.AppRunner:
     """Start serving on *addr* (host:port); the caller cleans the runner up."""
     host, _, port = addr.rpartition(":")
-    runner = web.AppRunner(health.app(), access_log=None)
+    runner = web.AppRunner(health.app(), access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
     await runner.setup()
     site = web.TCPSite(runner, host.strip("[]"), int(port))
     await site.start()

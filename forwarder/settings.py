@@ -216,3 +216,11 @@ def load_settings(
         # The message, never the input: a mistyped secret must not reach the terminal.
         message = str(first["msg"]).removeprefix("Value error, ")
         raise ConfigError(f"{name}: {message}") from None
+
+
+def read_token(env_file: str | Path | None = ".env") -> str:
+    """Read the access token again, from wherever the settings say it lives (SIGHUP).
+
+    Raises ConfigError, as at start-up, when it cannot be read; the message never holds it.
+    """
+    return load_settings(env_file).access_token()

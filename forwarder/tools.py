@@ -19,6 +19,7 @@ from forwarder.classify import Verdict, classify, classify_transport
 from forwarder.errors import ConfigError, StoreError, TransportError
 from forwarder.events import OutboxRow
 from forwarder.migrate import load
+from forwarder.printable import printable
 from forwarder.settings import Settings, parse_duration, store_options
 from forwarder.store import open_store, redact_url
 from forwarder.store.base import DeadFilter, OutboxStore, RowDetail
@@ -177,6 +178,7 @@ def _row_json(row: RowDetail) -> dict[str, Any]:
 
 
 def _table(rows: list[list[str]]) -> str:
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
@@ -227,7 +229,7 @@ def dead_replay(settings: Settings, args: argparse.Namespace) -> int:
         rows = with_store(settings, lambda store: store.dead_rows(where))
         print(f"would replay {len(rows)} dead row(s)")
         for code, count in _by_code(rows).items():
-            print(f"  {code}: {count}")
+            print(f"  {printable(code)}: {count}")
         return EXIT_OK
     replayed = with_store(settings, lambda store: store.replay_dead(where, now))
     print(f"replayed {replayed} dead row(s); they are pending again")
@@ -292,7 +294,7 @@ def inspect_event(settings: Settings, args: argparse.Namespace) -> int:
     """`forwarder inspect EVENT_ID`: every row with that event_id, and its history."""
     found = with_store(settings, lambda store: store.find(args.event_id))
     if not found:
-        print(f"forwarder: no row with event_id {args.event_id!r}", file=sys.stderr)
+        print(f"forwarder: no row with event_id {printable(args.event_id)}", file=sys.stderr)
         return EXIT_FAILURE
     documents = []
     for row, replays in found:
@@ -316,38 +318,56 @@ def inspect_event(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(documents, option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
     for document in documents:
-        print(
-            f"row {document['id']}: {document['event']} {document['event_id']!r} "
-            f"pixel {document['pixel_code'] or '(default)'}"
-        )
-        print(f"  status      {document['status']}  attempts {document['attempts']}")
-        print(
-            f"  created     {_when(document['created_at'])}   event_time "
-            f"{_when(document['event_time']) if document['event_time'] else '-'}"
-        )
-        print(f"  updated     {_when(document['updated_at'])}   sent {_when(document['sent_at'])}")
-        if document["status"] == "pending":
-            due = document["next_attempt_at"]
-            print(f"  next try    {_when(due) if due else 'now'}")
-        code, request_id = document["last_code"] or "-", document["request_id"] or "-"
-        print(f"  last code   {code}   request_id {request_id}")
-        if document["reason"]:
-            print(f"  reason      {document['reason']}")
-        for replay in document["replays"]:
-            print(
-                f"  replayed    {_when(replay['replayed_at'])}: was dead since "
-                f"{_when(replay['dead_at'])} with {replay['code']} after {replay['attempts']} "
-                f"attempt(s): {replay['reason']}"
-            )
-        sent = document["event_as_sent"]
-        shown = (
-            sent
-            if isinstance(sent, str)
-            else orjson.dumps(sent, option=orjson.OPT_INDENT_2).decode()
-        )
-        print("  event (identifiers hashed):")
-        print("    " + shown.replace("\n", "\n    "))
+        print(_inspect_text(document))
     return EXIT_OK
+
+
+def _inspect_text(document: dict[str, Any]) -> str:
+    """One row of `inspect` as text, every value from the row escaped (printable)."""
+    p = printable
+    lines = [
+        f"row {document['id']}: {p(document['event'])} '{p(document['event_id'])}' "
+        f"pixel {p(document['pixel_code'] or '(default)')}",
+        f"  status      {p(document['status'])}  attempts {document['attempts']}",
+        f"  created     {_when(document['created_at'])}   event_time "
+        f"{_event_time(document['event_time'])}",
+        f"  updated     {_when(document['updated_at'])}   sent {_when(document['sent_at'])}",
+    ]
+    if document["status"] == "pending":
+        due = document["next_attempt_at"]
+        lines.append(f"  next try    {_when(due) if due else 'now'}")
+    code, request_id = document["last_code"] or "-", document["request_id"] or "-"
+    lines.append(f"  last code   {p(code)}   request_id {p(request_id)}")
+    if document["reason"]:
+        lines.append(f"  reason      {p(document['reason'])}")
+    for replay in document["replays"]:
+        lines.append(
+            f"  replayed    {_when(replay['replayed_at'])}: was dead since "
+            f"{_when(replay['dead_at'])} with {p(replay['code'])} after {replay['attempts']} "
+            f"attempt(s): {p(replay['reason'])}"
+        )
+    sent = document["event_as_sent"]
+    lines.append("  event (identifiers hashed):")
+    if isinstance(sent, str):
+        lines.append("    " + p(sent))
+    else:
+        # The JSON's own line breaks stay; JSON escapes those inside a value, and p() the
+        # characters it leaves raw (C1 controls, bidi overrides, line separators).
+        shown = orjson.dumps(sent, option=orjson.OPT_INDENT_2).decode()
+        lines.extend("    " + p(line) for line in shown.split("\n"))
+    return "\n".join(lines)
+
+
+def _event_time(value: object) -> str:
+    """An event_time as a date; any other value the application wrote, escaped."""
+    if value is None:
+        return "-"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return _when(value)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return printable(value)
 
 
 def check_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -359,8 +379,8 @@ def check_command(settings: Settings, args: argparse.Namespace) -> int:
     # line says ok.
     checked = startup.validate(settings)
     print(
-        f"settings      ok (pixel {settings.tiktok_pixel_code or 'NOT SET'}, "
-        f"API {settings.tiktok_api_url}, database {redact_url(settings.database_url)})"
+        f"settings      ok (pixel {printable(settings.tiktok_pixel_code or 'NOT SET')}, "
+        f"API {printable(settings.tiktok_api_url)}, database {redact_url(settings.database_url)})"
     )
     print(f"token         set ({checked.token.source})")
     for warning in checked.warnings:
@@ -379,11 +399,12 @@ def check_command(settings: Settings, args: argparse.Namespace) -> int:
     missing = [name for name in wanted if name not in applied]
     if missing:
         print(
-            f"database      reachable, NOT MIGRATED ({', '.join(missing)}): run forwarder migrate"
+            f"database      reachable, NOT MIGRATED ({printable(', '.join(missing))}): "
+            "run forwarder migrate"
         )
         failed = True
     else:
-        print(f"database      ok, migrated ({', '.join(applied)})")
+        print(f"database      ok, migrated ({printable(', '.join(applied))})")
     if args.send_test and not failed:
         failed = not asyncio.run(_send_test(settings))
     return EXIT_FAILURE if failed else EXIT_OK
@@ -419,8 +440,8 @@ async def _send_test(settings: Settings) -> bool:
         except TransportError as error:
             outcome = classify_transport(error)
     print(
-        f"test event    {outcome.verdict.value}: code {outcome.code}, {outcome.message} "
-        f"(request_id {outcome.request_id or '-'})"
+        f"test event    {outcome.verdict.value}: code {printable(outcome.code)}, "
+        f"{printable(outcome.message)} (request_id {printable(outcome.request_id or '-')})"
     )
     return outcome.verdict is Verdict.ACCEPTED
 
@@ -433,7 +454,7 @@ def _lint_payload(settings: Settings, source: str) -> int:
     try:
         document = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        print(f"error    (input): not JSON: {error}")
+        print(f"error    (input): not JSON: {printable(error)}")
         return EXIT_REFUSED
     findings = lint.lint(
         document,
@@ -442,7 +463,7 @@ def _lint_payload(settings: Settings, source: str) -> int:
         max_age_s=settings.max_event_age,
     )
     for finding in findings:
-        print(f"{finding.level:<8} {finding.field}: {finding.message}")
+        print(f"{finding.level:<8} {printable(finding.field)}: {printable(finding.message)}")
     errors = sum(1 for f in findings if f.level == "error")
     warnings = len(findings) - errors
     print(f"{errors} error(s), {warnings} warning(s)" if findings else "no problems found")

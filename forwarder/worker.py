@@ -26,8 +26,9 @@ from forwarder.batching import Batch, Item, make_batches
 from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
 from forwarder.errors import StoreError, StoreLost, TransportError
 from forwarder.events import OutboxRow
+from forwarder.holds import Holds, Scope, scope
 from forwarder.metrics import Metrics, code_label, event_label, pause_label
-from forwarder.pacing import STORM_PREFIX, Pacer
+from forwarder.pacing import PROBE_INITIAL_S, STORM_PREFIX, Pacer
 from forwarder.store.base import Dead, OutboxStore, Retry
 
 PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
@@ -41,6 +42,10 @@ SHARED_STATE_EVERY_S = 1.0  # how often a throttle another daemon recorded is re
 SUMMARY_EVERY_S = 60.0  # how often an info line sums up delivery, while there is any
 STORE_RETRY_MAX_S = 30.0  # the longest wait between attempts to reach a failing database
 SETTLE_TRIES = 3  # attempts at writing one request's outcome before leaving it to the lease
+# After the shutdown grace (FORWARDER_SHUTDOWN_GRACE), this long for the cancelled requests to
+# end, the claims under way to return and every lease to be given back. Whatever the database
+# has not done by then is left to the lease, so a blocked database cannot hold up a stop.
+SHUTDOWN_FINISH_S = 5.0
 DRAIN_STORE_FAILURES = 5  # a drain run gives up after this many database failures in a row
 THROTTLE_SPREAD_S = 1.0  # rows held back by a throttle come due spread over this window
 PREFETCH_BATCHES = 1  # batches claimed and built ahead of a free request slot
@@ -71,6 +76,20 @@ STORM_HINT = (
 
 
 _T = TypeVar("_T")
+
+
+class _Stopped(Exception):
+    """stop() came while the loop waited for the database: go straight to shutdown."""
+
+
+class _DeadlinePassed(StoreError):
+    """The shutdown deadline passed before the database answered; the lease takes over."""
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark the outcome of a database call nobody waits for any more as seen."""
+    if not future.cancelled():
+        future.exception()
 
 
 def observe_all(histogram: Histogram, seconds: list[float]) -> None:
@@ -204,6 +223,11 @@ class Worker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._queued = 0  # batches waiting for a free request slot
         self._claim_ahead: asyncio.Future[list[OutboxRow]] | None = None  # the next claim
+        self._claims: set[asyncio.Future[list[OutboxRow]]] = set()  # claims not yet returned
+        self._calls: set[asyncio.Future[Any]] = set()  # database calls not yet returned
+        #: time.monotonic() by which shutdown ends (set by stop(), or when a drain ends).
+        self.stop_deadline: float | None = None
+        self._expired = asyncio.Event()  # the deadline has passed
         #: Answered requests waiting for their outcome to be written, at which claims wait.
         self.settle_backlog_max = max(SETTLE_BACKLOG_MIN, 2 * pacer.max_limit)
         self._leased: dict[int, OutboxRow] = {}
@@ -216,6 +240,10 @@ class Worker:
         self._summary_from = (0, 0, 0)  # totals (delivered, retried, dead) at the last summary
         self._codes: Counter[str] = Counter()  # events per answer code since the last summary
         self._was_paused: str | None = pacer.paused_reason  # what was last published
+        #: TikTok's (or our) message for the current pause; /readyz shows it with the reason.
+        self.paused_message: str | None = None
+        #: Pixels a row names itself whose rows wait while TikTok refuses them (holds.py).
+        self.holds = Holds(PROBE_INITIAL_S, pacer.probe_max_s)
         # A previous run may have left "paused" on record: the first answer publishes anew.
         self._state_published = False
         metrics.concurrency_limit.set(pacer.limit)
@@ -226,9 +254,27 @@ class Worker:
         # Set first: this runs in a signal callback, and a log write can fail (a closed pipe).
         self._stopping.set()
         self._wake.set()
+        self._arm_deadline()
         if first:
             with contextlib.suppress(OSError):
                 self._log.info("worker_stopping", in_flight=self.pacer.in_flight)
+
+    def _arm_deadline(self) -> None:
+        """Start the one clock of the shutdown: the grace, then SHUTDOWN_FINISH_S."""
+        if self.stop_deadline is not None:
+            return
+        after_s = self.config.shutdown_grace_s + SHUTDOWN_FINISH_S
+        self.stop_deadline = time.monotonic() + after_s
+        asyncio.get_running_loop().call_later(after_s, self._expired.set)
+
+    def probe_now(self) -> None:
+        """Probe a paused destination at once instead of at its next probe time (the token
+        was just reloaded): the next due row goes out as the probe."""
+        now = self.clock()
+        if self.pacer.paused and self.pacer.probe_at > now:
+            self.pacer.probe_at = now
+        self.holds.probe_now(now)
+        self._wake.set()
 
     async def run(self) -> Totals:
         """Run the loop until stop() (or, draining, until nothing is due); then shut down."""
@@ -248,6 +294,8 @@ class Worker:
                 try:
                     progressed = await self._tick()
                     failures = 0
+                except _Stopped:
+                    break
                 except StoreLost as error:
                     # The file went away or is read-only: only a restart can help.
                     self._log.error("store_lost", error=str(error))
@@ -286,18 +334,22 @@ class Worker:
             # leases long before they run out, so no daemon (this one included) rescues them.
             self._next_heartbeat = now + self.config.lease_s / 4
             if self._leased:
-                await self.store.extend_lease(
-                    list(self._leased), self.owner, now + self.config.lease_s
+                await self._unless_stopped(
+                    self.store.extend_lease(
+                        list(self._leased), self.owner, now + self.config.lease_s
+                    )
                 )
         if now >= self._next_rescue:
             self._next_rescue = now + self.config.lease_s / 4
-            rescued = await self.store.rescue_expired(now)
+            rescued = await self._unless_stopped(self.store.rescue_expired(now))
             if rescued:
                 self.totals.rescued += rescued
                 self.metrics.rescued.inc(rescued)
                 self._log.warning("leases_rescued", rows=rescued)
         if now >= self._next_prune:
-            pruned = await self.store.prune_sent(now - self.config.retention_s, PRUNE_BATCH)
+            pruned = await self._unless_stopped(
+                self.store.prune_sent(now - self.config.retention_s, PRUNE_BATCH)
+            )
             # A full batch means more is waiting: come back soon, between claims.
             self._next_prune = now + (PRUNE_AGAIN_S if pruned == PRUNE_BATCH else PRUNE_EVERY_S)
             # One line per catch-up (or per 100 batches of a long one), not one per batch.
@@ -309,7 +361,7 @@ class Worker:
             self._summarise(now)
         if now >= self._next_shared:
             self._next_shared = now + SHARED_STATE_EVERY_S
-            await self._read_shared_throttle(now)
+            await self._unless_stopped(self._read_shared_throttle(now))
         # While the destination takes requests, one batch more than the free slots is claimed
         # and built ahead: the slot a finishing request frees then goes to a batch that is ready
         # instead of waiting for a claim and the build of a thousand events.
@@ -330,16 +382,16 @@ class Worker:
             # Claimed while the last batch was built, when a slot was free for it: its rows
             # are ours and go out whatever the slots are now (they wait for one if need be).
             try:
-                # Shielded: if this task is cancelled, the claim still ends, and shutdown
-                # gives back what it leased.
-                rows = await asyncio.shield(claimed_ahead)
+                # Not cancelled with this task, nor by stop(): the claim still ends, and
+                # shutdown gives back what it leased.
+                rows = await self._unless_stopped(claimed_ahead)
             finally:
                 if claimed_ahead.done():
                     self._claim_ahead = None
         elif free <= 0:
             return False
         else:
-            rows = await self.store.claim(limit, self.owner, now, now + self.config.lease_s)
+            rows = await self._unless_stopped(self._claim(limit, now))
         if not rows:
             return False
         if (
@@ -350,10 +402,7 @@ class Worker:
         ):
             # Another full request fits: the database claims it while this one is built, so
             # the loop goes from one build to the next instead of waiting for each claim.
-            self._claim_ahead = asyncio.ensure_future(
-                self.store.claim(limit, self.owner, now, now + self.config.lease_s)
-            )
-            self._claim_ahead.add_done_callback(self._hold_claimed)
+            self._claim_ahead = self._claim(limit, now)
         await self._dispatch(rows, now)
         return True
 
@@ -376,6 +425,62 @@ class Worker:
             dead=dead,
             codes=dict(codes.most_common()),
         )
+
+    def _claim(self, limit: int, now: float) -> asyncio.Future[list[OutboxRow]]:
+        """Start a claim: its rows are ours from the moment it returns (_hold_claimed), and
+        shutdown waits for it, within the deadline, to give them back."""
+        claim = asyncio.ensure_future(
+            self.store.claim(limit, self.owner, now, now + self.config.lease_s)
+        )
+        claim.add_done_callback(self._hold_claimed)
+        self._claims.add(claim)
+        claim.add_done_callback(self._claims.discard)
+        self._track(claim)
+        return claim
+
+    def _track(self, call: asyncio.Future[Any]) -> None:
+        """Count *call* among the database calls shutdown cancels if still running at the end."""
+        if not call.done():
+            self._calls.add(call)
+            call.add_done_callback(self._calls.discard)
+            call.add_done_callback(_retrieve)
+
+    async def _unless_stopped(self, call: Awaitable[_T]) -> _T:
+        """Await a database call of the loop, unless stop() comes first: then raise _Stopped.
+
+        The call is not cancelled (it may be a claim whose rows shutdown gives back); it ends
+        on its own, and a blocked one no longer holds the loop.
+        """
+        task = asyncio.ensure_future(call)
+        if not task.done():
+            stopping = asyncio.ensure_future(self._stopping.wait())
+            try:
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if not task.done():
+                self._track(task)
+                raise _Stopped
+        return task.result()
+
+    async def _await_claims(self, within_s: float) -> None:
+        """Wait for the claims under way, so shutdown gives back what they leased."""
+        claims = set(self._claims)
+        if not claims:
+            return
+        done, late = await asyncio.wait(claims, timeout=within_s)
+        for claim in done:
+            if not claim.cancelled() and (error := claim.exception()):
+                # A failed claim holds no row: nothing to give back.
+                self._log.warning(
+                    "claim_failed_at_shutdown", error=f"{type(error).__name__}: {error}"
+                )
+        if late:
+            self._log.warning(
+                "shutdown_claims_left",
+                claims=len(late),
+                note="rows they lease return to pending when the lease expires (FORWARDER_LEASE)",
+            )
 
     def _hold_claimed(self, claim: asyncio.Future[list[OutboxRow]]) -> None:
         """Count the rows of a claim made ahead as ours as soon as it returns: if the tick that
@@ -465,8 +570,10 @@ class Worker:
         try:
             while queue:
                 current = queue.pop()
-                if not await self._acquire(current):
+                allowed = await self._through_holds(current)
+                if allowed is None or not await self._acquire(allowed):
                     continue
+                current = allowed
                 if queued:
                     queued, self._queued = False, self._queued - 1
                 outcome = await self._send(current)
@@ -482,6 +589,23 @@ class Worker:
         finally:
             if queued:
                 self._queued -= 1
+
+    async def _through_holds(self, batch: Batch) -> Batch | None:
+        """What of *batch* may go out: all of it, unless its pixel is held. Then one event as
+        the pixel's probe when one is due, and the rest back to pending until the next."""
+        pixel = batch.destination.pixel
+        hold = self.holds.held.get(pixel)
+        if hold is None:
+            return batch
+        now = self.clock()
+        probe = self.holds.take_probe(pixel, now)
+        send, back = (batch.items[:1], batch.items[1:]) if probe else ((), batch.items)
+        retries = [
+            Retry(item.built.row_id, hold.probe_at + self.rng.uniform(0, THROTTLE_SPREAD_S))
+            for item in back
+        ]
+        await self._reschedule(retries, hold.code, hold.message, None, False, now, "held")
+        return Batch(batch.destination, send) if send else None
 
     async def _acquire(self, batch: Batch) -> bool:
         """Take a request slot; on stop, throttle or pause give the rows back instead."""
@@ -570,6 +694,8 @@ class Worker:
             await self._reschedule(
                 retries, outcome.code, outcome.message, outcome.request_id, False, now, "throttle"
             )
+        elif verdict is Verdict.PAUSE and self._scope(batch, outcome) is Scope.PIXEL:
+            await self._hold(batch, outcome, now, log)
         elif verdict is Verdict.PAUSE:
             await self._paused(batch, outcome, now, log)
         elif verdict is Verdict.RETRY:
@@ -601,6 +727,38 @@ class Worker:
         await self._reschedule(
             retries, outcome.code, outcome.message, outcome.request_id, False, now, "pause"
         )
+
+    def _scope(self, batch: Batch, outcome: Outcome) -> Scope:
+        destination, build = batch.destination, self.config.build
+        return scope(
+            outcome,
+            destination.pixel,
+            destination.test_event_code,
+            build.default_pixel,
+            build.test_event_code,
+        )
+
+    async def _hold(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
+        """TikTok refused a row's own pixel: hold that pixel back, count no attempt."""
+        pixel = batch.destination.pixel
+        new = pixel not in self.holds.held
+        hold = self.holds.hold(pixel, now, outcome.code, outcome.message)
+        log.error(
+            "pixel_held",
+            message=outcome.message,
+            next_probe_in_s=round(hold.probe_at - now, 2),
+            held_pixels=len(self.holds.held),
+            note="the default pixel and other pixels keep flowing",
+        )
+        retries = [
+            Retry(i, hold.probe_at + self.rng.uniform(0, THROTTLE_SPREAD_S))
+            for i in batch.row_ids()
+        ]
+        await self._reschedule(
+            retries, outcome.code, outcome.message, outcome.request_id, False, now, "held"
+        )
+        if new:
+            await self._paused_changed(now, outcome, holds_changed=True)
 
     async def _accepted(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         items = batch.items
@@ -642,8 +800,11 @@ class Worker:
         resumed = self.pacer.on_accepted()
         if resumed:
             log.info("destination_resumed")
-        if resumed or not self._state_published:
-            await self._paused_changed(now, outcome)
+        released = self.holds.release(batch.destination.pixel) is not None
+        if released:
+            log.info("pixel_released", held_pixels=len(self.holds.held))
+        if resumed or released or not self._state_published:
+            await self._paused_changed(now, outcome, holds_changed=released)
         self.metrics.concurrency_limit.set(self.pacer.limit)
 
     async def _retry(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
@@ -694,9 +855,10 @@ class Worker:
         self, batch: Batch, outcome: Outcome, queue: list[Batch], now: float, log: Any
     ) -> None:
         """Dead-letter only the events TikTok refused; queue the rest to resend."""
-        if outcome.whole_request and batch.destination.pixel == self.config.build.default_pixel:
-            # TikTok refuses the request's own fields for the configured pixel: a configuration
-            # fault (TIKTOK_PIXEL_CODE, the token's pixels), not the events'. Pause, lose nothing.
+        if outcome.whole_request and self._scope(batch, outcome) is Scope.DESTINATION:
+            # TikTok refuses the request's own fields for the configured pixel or test code, or
+            # the token: a configuration fault, not the events'. Pause, lose nothing. (A row's
+            # own pixel or test code refused is those rows' fault: they are dead below.)
             probe_at = self.pacer.on_pause(now, f"config_{outcome.code}")
             await self._paused_changed(now, outcome)
             log.error(
@@ -737,12 +899,18 @@ class Worker:
             )
             queue.extend(rest)
 
-    async def _paused_changed(self, now: float, outcome: Outcome) -> None:
-        """Publish a pause or a resume: metrics and the state `forwarder status` reads."""
+    async def _paused_changed(
+        self, now: float, outcome: Outcome, *, holds_changed: bool = False
+    ) -> None:
+        """Publish a pause, a resume or a change of the held pixels: metrics and the state
+        `forwarder status` reads."""
         reason = self.pacer.paused_reason
-        if reason == self._was_paused and self._state_published:
+        if reason == self._was_paused and self._state_published and not holds_changed:
             return
+        if reason != self._was_paused or not self._state_published:
+            self.paused_message = outcome.message if reason else None
         self._state_published = True
+        self.metrics.pixels_held.set(len(self.holds.held))
         if self._was_paused is not None:
             self.metrics.paused.labels(pause_label(self._was_paused)).set(0)
         if reason is not None:
@@ -751,9 +919,10 @@ class Worker:
         state = {
             "paused": reason is not None,
             "reason": reason,
-            "message": outcome.message if reason else None,
+            "message": self.paused_message,
             "since": self.pacer.paused_since if reason else None,
             "owner": self.owner,
+            "held_pixels": self.holds.state(),
         }
         await self._store_call(lambda: self.store.set_state("destination", state, now))
 
@@ -810,8 +979,9 @@ class Worker:
         self.totals.released += len(ids)
 
     async def _store_call(self, make: Callable[[], Awaitable[_T]]) -> _T:
-        """Run a settling write, retried a few times; shielded so a cancelled task still
-        records what TikTok said (a lost write means a resend once the lease expires)."""
+        """Run a settling write, retried a few times; not cancelled with its task, so a
+        cancelled task still records what TikTok said (a lost write means a resend once the
+        lease expires); after stop(), waited for no longer than the shutdown deadline."""
 
         async def attempts() -> _T:
             for attempt in range(1, SETTLE_TRIES + 1):
@@ -824,31 +994,51 @@ class Worker:
                     await asyncio.sleep(0.25 * 2**attempt)
             raise AssertionError("unreachable")
 
-        return await asyncio.shield(attempts())
+        write = asyncio.ensure_future(attempts())
+        self._track(write)
+        if not write.done():
+            expired = asyncio.ensure_future(self._expired.wait())
+            try:
+                await asyncio.wait({write, expired}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                expired.cancel()
+            if not write.done():
+                raise _DeadlinePassed
+        return write.result()
 
     async def _shutdown(self) -> None:
-        """Let in-flight requests finish within the grace period, then give back every lease."""
+        """Let in-flight requests finish within the grace period, then give back every lease;
+        all of it by the deadline (stop_deadline), leaving the rest to the lease."""
         self._stopping.set()
         self._wake.set()
+        self._arm_deadline()
+        deadline = self.stop_deadline or time.monotonic()
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=self.config.shutdown_grace_s)
+            grace = left() - SHUTDOWN_FINISH_S
+            _, late = await asyncio.wait(set(self._tasks), timeout=max(0.0, grace))
             for task in late:
                 task.cancel()
             if late:
                 self._log.warning("shutdown_cancelled_requests", requests=len(late))
-                await asyncio.wait(late, timeout=5.0)
-        claimed_ahead, self._claim_ahead = self._claim_ahead, None
-        if claimed_ahead is not None:
-            # Its rows join the leased ones when it returns (_hold_claimed), given back below.
-            await asyncio.wait({claimed_ahead})
-            if not claimed_ahead.cancelled() and (error := claimed_ahead.exception()):
-                # A failed claim holds no row: nothing to give back.
-                self._log.warning("claim_ahead_failed", error=f"{type(error).__name__}: {error}")
+                await asyncio.wait(late, timeout=left())
+        self._claim_ahead = None
+        await self._await_claims(left())
         if self._leased:
             ids = list(self._leased)
             try:
                 await self._release(ids, self.clock())
                 self._log.info("leases_released", rows=len(ids))
+            except _DeadlinePassed:
+                self._log.warning(
+                    "shutdown_leases_left",
+                    rows=len(ids),
+                    note="the database did not answer in time: the rows return to pending "
+                    "when their lease expires (FORWARDER_LEASE)",
+                )
             except StoreError as error:
                 self._log.error(
                     "release_failed",
@@ -856,6 +1046,10 @@ class Worker:
                     error=str(error),
                     note="the rows return to pending when their lease expires",
                 )
+        # What the database has not done by now is left to the lease: stop waiting for it, so
+        # a blocked PostgreSQL query is cancelled and its connection can be closed.
+        for call in list(self._calls):
+            call.cancel()
         self._log.info(
             "worker_stopped",
             delivered=self.totals.delivered,

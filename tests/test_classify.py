@@ -326,7 +326,7 @@ def test_http_200_with_40105_pauses() -> None:
         (raw(204, b""), R, "bad_body", False),
         (raw(502, b'{"error": "bad gateway"}'), R, "http_502", False),
         (raw(400, b"Bad Request"), R, "http_400", True),
-        (raw(302, b""), R, "http_302", True),
+        (raw(302, b""), P, "http_302", False),
     ],
 )
 def test_http_status_fallback(

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
+from forwarder.app import SHUTDOWN_CLOSE_S
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.notify import Notifier, Progress, keepalive, socket_address, watchdog_timeout
 from forwarder.settings import Settings, parse_duration
+from forwarder.worker import SHUTDOWN_FINISH_S
 
 from .helpers import ManualClock, purchase, query, statuses, wait_until
 from .test_e2e import TOKEN, daemon_env, finish, forwarder, insert_rows
@@ -28,7 +30,6 @@ from .test_e2e import TOKEN, daemon_env, finish, forwarder, insert_rows
 UNIT = Path(__file__).resolve().parent.parent / "deploy" / "forwarder.service"
 #: The exposure `systemd-analyze security --offline=true` gave the unit (systemd 252, Debian 12).
 EXPOSURE_MAX = 1.1
-SHUTDOWN_HARD_DEADLINE_S = 5.0  # how long the worker waits for requests it cancelled after grace
 
 
 def systemd_analyze() -> str:
@@ -79,6 +80,7 @@ def test_unit_declares_the_contract() -> None:
     assert settings["WatchdogSec"] == ["30s"]
     assert settings["Restart"] == ["on-failure"]
     assert settings["ExecStart"] == ["/opt/forwarder/.venv/bin/forwarder run"]
+    assert settings["ExecReload"] == ["/bin/kill -HUP $MAINPID"]  # reads the token again
     assert settings["EnvironmentFile"] == ["/etc/forwarder/forwarder.env"]
     assert settings["StateDirectory"] == ["forwarder"]
     assert (
@@ -88,13 +90,13 @@ def test_unit_declares_the_contract() -> None:
     assert settings["ReadWritePaths"] == ["/var/lib/forwarder"]
 
 
-def test_stop_timeout_covers_the_shutdown_grace() -> None:
-    """TimeoutStopSec exceeds the default shutdown grace plus the hard deadline after it."""
+def test_stop_timeout_covers_the_shutdown_deadline() -> None:
+    """TimeoutStopSec exceeds the shutdown deadline (grace, finish, close) with room to spare."""
     settings = unit_settings(UNIT.read_text())
     stop_s = parse_duration(settings["TimeoutStopSec"][0])
     grace_s = Settings.model_fields["shutdown_grace"].default
     assert isinstance(stop_s, float)
-    assert stop_s > grace_s + SHUTDOWN_HARD_DEADLINE_S
+    assert stop_s >= 1.5 * (grace_s + SHUTDOWN_FINISH_S + SHUTDOWN_CLOSE_S)
 
 
 def test_systemd_analyze_verify(testable_unit: Path) -> None:

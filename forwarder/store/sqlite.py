@@ -944,6 +944,9 @@ class SQLiteStore:
             raise _fail("write to the outbox table", error) from error
 
     async def close(self) -> None:
-        """Close the connections."""
-        await self._writer.close()
-        await self._reader.close()
+        """Close the connections: the reader first, whose thread would keep the process from
+        exiting; under WAL it never waits for the write lock, which may be blocked."""
+        try:
+            await self._reader.close()
+        finally:
+            await self._writer.close()
