@@ -23,7 +23,7 @@ from forwarder.notify import Notifier, Progress, keepalive
 from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
 from forwarder.settings import Settings, read_token, store_options
-from forwarder.store import open_store
+from forwarder.store import open_store, redact_url
 from forwarder.tiktok import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
 
@@ -118,9 +118,6 @@ async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: 
     log = structlog.get_logger("forwarder")
     checked = startup.validate(settings)
     token, config = checked.token.value, checked.worker
-    log.info("token_loaded", source=checked.token.source)
-    for warning in checked.warnings:
-        log.warning("setting_warning", note=warning)
     notifier = Notifier.from_env()
     notifier.status("starting: migrating and checking the database")
     store = await open_store(settings.database_url, create=migrate, **store_options(settings))
@@ -130,6 +127,17 @@ async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: 
             if applied:
                 log.info("migrated", applied=applied)
         await store.ping()
+        # What this daemon talks to, in one line: the first thing to check when nothing arrives.
+        log.info(
+            "daemon_configured",
+            api_url=settings.tiktok_api_url,
+            database=redact_url(settings.database_url),
+            pixel=settings.tiktok_pixel_code or None,
+            token_source=checked.token.source,
+            concurrency=settings.concurrency,
+        )
+        for warning in checked.warnings:
+            log.warning("setting_warning", note=warning)
         metrics = Metrics()
         pacer = Pacer(
             max_limit=settings.concurrency,

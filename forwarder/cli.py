@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -58,7 +59,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
-    args = parser().parse_args(argv)
+    args, extra = parser().parse_known_args(argv)
+    if extra:
+        # The command's own usage line, not the top level's: the unknown option was given to it.
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         settings = settings_from(args)
         logs.configure(settings.log_format, settings.log_level)
@@ -72,6 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`forwarder inspect ... | head`): stop quietly, as Unix tools do;
+        # stdout goes to /dev/null so that flushing it at exit raises nothing more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILURE
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -174,4 +174,5 @@ def command(sub: Any, name: str, common: argparse.ArgumentParser) -> argparse.Ar
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.set_defaults(parser=parser)
     return parser

@@ -71,6 +71,13 @@ class TikTokClient:
             raise TransportError(
                 "timeout", "TikTok did not answer within the request timeout"
             ) from None
+        except aiohttp.ClientConnectorError as error:
+            # Name the host and the system's reason (a DNS failure, a refused connection): the
+            # operator's first question; the URL's path and the token never appear.
+            why = error.os_error.strerror or type(error.os_error).__name__
+            raise TransportError(
+                "connection", f"cannot connect to TikTok at {error.host}:{error.port}: {why}"
+            ) from None
         except aiohttp.ClientError as error:
             raise TransportError(
                 "connection", f"connection to TikTok failed: {type(error).__name__}"

@@ -40,9 +40,14 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "dead",
         help=text.summary,
         description=text.description,
-        epilog=f"example:\n  {text.example}",
+        epilog=(
+            "Each verb takes --env-file FILE and --database-url URL; `forwarder dead VERB --help`"
+            f" shows its filters.\n\nsettings read:\n  {text.reads}\n\nexample:\n"
+            f"  {text.example}\n\nexit codes:\n{text.exits}"
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    dead.set_defaults(parser=dead)
     verbs = dead.add_subparsers(dest="verb", required=True, metavar="VERB")
     listing = helptext.command(verbs, "dead list", common)
     _filters(listing)
@@ -252,6 +257,12 @@ def dead_purge(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _default_pixel(settings: Settings) -> str:
+    """How `inspect` names a row's empty pixel_code: the default pixel, as far as it knows."""
+    pixel = settings.tiktok_pixel_code
+    return f"(default: {pixel})" if pixel else "(default: TIKTOK_PIXEL_CODE, not set here)"
+
+
 def _cut(text: str, most: int) -> str:
     """*text* shortened to *most* characters, an ellipsis marking the cut."""
     return text if len(text) <= most else text[: most - 1] + "…"
@@ -318,16 +329,16 @@ def inspect_event(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(orjson.dumps(documents, option=orjson.OPT_INDENT_2).decode() + "\n")
         return EXIT_OK
     for document in documents:
-        print(_inspect_text(document))
+        print(_inspect_text(document, _default_pixel(settings)))
     return EXIT_OK
 
 
-def _inspect_text(document: dict[str, Any]) -> str:
+def _inspect_text(document: dict[str, Any], default_pixel: str) -> str:
     """One row of `inspect` as text, every value from the row escaped (printable)."""
     p = printable
     lines = [
         f"row {document['id']}: {p(document['event'])} '{p(document['event_id'])}' "
-        f"pixel {p(document['pixel_code'] or '(default)')}",
+        f"pixel {p(document['pixel_code'] or default_pixel)}",
         f"  status      {p(document['status'])}  attempts {document['attempts']}",
         f"  created     {_when(document['created_at'])}   event_time "
         f"{_event_time(document['event_time'])}",

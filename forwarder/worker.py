@@ -970,7 +970,15 @@ class Worker:
         for label, items in groups.items():
             self.metrics.dead.labels(label).inc(len(items))
             self._codes[items[0].code] += len(items)
-            self._log.warning("events_dead", rows=len(items), reason=label, detail=items[0].reason)
+            # Up to three distinct reasons: three malformed rows are rarely malformed alike.
+            details = list(dict.fromkeys(item.reason for item in items))
+            self._log.warning(
+                "events_dead",
+                rows=len(items),
+                reason=label,
+                detail=details[0],
+                other_details=details[1:3],
+            )
 
     async def _release(self, ids: list[int], now: float) -> None:
         await self._store_call(lambda: self.store.release(ids, self.owner, now))

@@ -32,6 +32,7 @@ export TIKTOK_API_URL="$url" TIKTOK_ACCESS_TOKEN=try-token TIKTOK_PIXEL_CODE=TRY
        FORWARDER_DATABASE_URL=sqlite:///try.db FORWARDER_HTTP_ADDR=127.0.0.1:0 \
        FORWARDER_PHONE_REGION=US FORWARDER_LOG_FORMAT=console
 
+rm -f try.db try.db-wal try.db-shm  # a fresh outbox each time: the README's insert works again
 forwarder migrate --env-file "$dir/empty.env" >/dev/null
 cat <<TEXT
 
@@ -40,7 +41,7 @@ In another terminal, insert an event as your application would:
 
   sqlite3 -cmd '.timeout 5000' try.db "INSERT INTO tiktok_outbox (event_id, event, payload)
     VALUES ('order-1', 'Purchase', json_object('user', json_object('email', ' Alice@Example.com'),
-            'properties', json_object('currency', 'USD', 'value', 46.0)))"
+            'properties', json_object('currency', 'USD', 'value', 46.0))) ON CONFLICT DO NOTHING"
 
 This terminal then shows the fake TikTok receiving it, e.g.
   fake-tiktok: accepted 1 event(s) for web pixel TRYPIXEL0001: Purchase 'order-1'; user fields: email

@@ -588,3 +588,47 @@ def test_token_file_mode_check_uses_group_and_other_bits(tmp_path: Path) -> None
         path = _token_file(tmp_path, b"tok-1", mode)
         assert credentials.read_token(None, path, None).value == "tok-1"
         assert not stat.S_IMODE(path.stat().st_mode) & 0o044
+
+
+@pytest.mark.parametrize(
+    ("password", "shown"),
+    [
+        ("1", "details withheld: they contain the password's text"),
+        ("sql", "Connect call failed"),
+        ("long-secret-9", "Connect call failed"),
+    ],
+)
+def test_a_database_password_is_hidden_without_garbling_the_error(
+    capsys: pytest.CaptureFixture[str], password: str, shown: str
+) -> None:
+    """The URL's password is starred; the error stays readable and gives no short password away."""
+    url = f"postgresql://forwarder:{password}@127.0.0.1:1/outbox"
+    code, _, err = run(capsys, "status", "--database-url", url)
+    assert code == 1
+    assert "postgresql://forwarder:***@127.0.0.1:1/outbox" in err
+    assert shown in err and "***27" not in err and "postgre***" not in err
+
+
+def test_an_unknown_option_shows_the_command_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """An option a command does not take is reported with that command's usage line."""
+    with pytest.raises(SystemExit) as done:
+        cli.main(["status", "--bogus"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: forwarder status" in err and "unrecognized arguments: --bogus" in err
+
+
+def test_a_closed_pipe_ends_a_command_quietly(db_path: Path) -> None:
+    """`forwarder inspect ... | head -1` prints no traceback when head stops reading."""
+    from forwarder.store.sqlite import migrate_sync  # noqa: PLC0415
+
+    migrate_sync(db_path)
+    # Rows sharing one event_id under many pixels: more output than a pipe buffers.
+    insert(db_path, [{**purchase(0), "pixel_code": f"P{i}"} for i in range(400)])
+    env = daemon_env(db_path, _Unused())
+    pipeline = f"{sys.executable} -m forwarder inspect order-0 | head -1"
+    done = subprocess.run(
+        ["bash", "-c", pipeline], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.stdout.startswith("row 1: Purchase 'order-0'")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr

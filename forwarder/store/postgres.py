@@ -380,11 +380,13 @@ class PostgresStore:
                 pool.terminate()
                 raise
         except ValueError as error:  # asyncpg's ClientConfigurationError is one too
-            message = f"FORWARDER_DATABASE_URL is not a valid PostgreSQL URL: {error}"
-            raise ConfigError(_redact(message, secrets)) from None
+            detail = _redact(str(error), secrets)
+            message = f"FORWARDER_DATABASE_URL is not a valid PostgreSQL URL: {detail}"
+            raise ConfigError(message) from None
         except ERRORS as error:
-            message = f"cannot connect to PostgreSQL at {redact_url(url)}: {_describe(error)}"
-            raise StoreError(_redact(message, secrets)) from None
+            detail = _redact(_describe(error), secrets)
+            message = f"cannot connect to PostgreSQL at {redact_url(url)}: {detail}"
+            raise StoreError(message) from None
         return cls(
             url,
             pool,
@@ -403,7 +405,7 @@ class PostgresStore:
             # Every pooled connection may be as dead as this one (a server restart): replace
             # them all on their next use rather than failing once per connection.
             await self._pool.expire_connections()
-        return kind(_redact(f"PostgreSQL failed to {action}: {_describe(error)}", self._secrets))
+        return kind(f"PostgreSQL failed to {action}: {_redact(_describe(error), self._secrets)}")
 
     @contextlib.asynccontextmanager
     async def _connection(
@@ -775,7 +777,17 @@ def _server_settings(url: str) -> dict[str, str]:
     return {} if "application_name" in url else {"application_name": "forwarder"}
 
 
-def _redact(message: str, secrets: Sequence[str]) -> str:
+#: A password at least this long is starred wherever it shows; a shorter one would star
+#: innocent text ("1" in "127.0.0.1") and so give itself away: such a detail is withheld.
+REDACT_MIN_CHARS = 8
+
+
+def _redact(detail: str, secrets: Sequence[str]) -> str:
+    """*detail* (an error's text, never a URL) without the password in it."""
     for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
+        if secret not in detail:
+            continue
+        if len(secret) < REDACT_MIN_CHARS:
+            return "details withheld: they contain the password's text"
+        detail = detail.replace(secret, "***")
+    return detail
