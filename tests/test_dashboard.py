@@ -278,6 +278,7 @@ def test_every_alert_is_explained_and_tested() -> None:
         "ForwarderDeliveryStopped",
         "ForwarderLagHigh",
         "ForwarderDestinationPaused",
+        "ForwarderPixelHeld",
         "ForwarderDeadLetters",
         "ForwarderHighRejectionRatio",
     }
