@@ -1,7 +1,14 @@
-"""Retry delays: capped exponential backoff with full jitter, and the pause-probe interval; pure."""
+"""The one backoff formula every wait uses, and its named uses; pure.
+
+``wait_s`` is the formula: the ceiling ``min(cap, initial * 2**(step - 1))``, jittered (none,
+half or full), at least a floor and at least a server-given delay (capped). Retried events,
+throttle pauses, probes of a paused destination or pixel, a failing database and a failing
+settle all wait through it, each with its own initial value, cap and jitter.
+"""
 
 from __future__ import annotations
 
+import enum
 import math
 import random
 from dataclasses import dataclass
@@ -10,14 +17,51 @@ from dataclasses import dataclass
 _MAX_EXPONENT = 1023
 
 
+class Jitter(enum.Enum):
+    """How a wait is spread below its ceiling."""
+
+    #: Exactly the ceiling: one waiter at a time (a probe, the loop retrying its database).
+    NONE = "none"
+    #: Uniform in [ceiling / 2, ceiling]: every request waits, but not in lock-step.
+    HALF = "half"
+    #: Uniform in [0, ceiling]: spreads the retries of one failed batch the most.
+    FULL = "full"
+
+
 def _check_positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive, finite number of seconds, not {value!r}")
 
 
-def _ceiling(steps: int, initial_s: float, cap_s: float) -> float:
-    """Return min(cap_s, initial_s * 2**steps) without overflowing for huge *steps*."""
-    return min(cap_s, initial_s * 2.0 ** min(max(steps, 0), _MAX_EXPONENT))
+def wait_s(
+    step: int,
+    initial_s: float,
+    cap_s: float,
+    *,
+    jitter: Jitter = Jitter.NONE,
+    rng: random.Random | None = None,
+    server_s: float | None = None,
+    server_cap_s: float = math.inf,
+) -> float:
+    """Return the wait before try *step* + 1 (*step* counts failures, from 1).
+
+    The ceiling is ``min(cap_s, initial_s * 2**(step - 1))``; a step below 1 counts as 1 and a
+    cap below *initial_s* wins. Jittered waits make one draw from *rng* whatever the inputs, so
+    seeded runs stay reproducible. A positive *server_s* (a Retry-After) is a floor, capped at
+    *server_cap_s* so a hostile or broken header cannot park events for days.
+    """
+    _check_positive("initial_s", initial_s)
+    _check_positive("cap_s", cap_s)
+    ceiling = min(cap_s, initial_s * 2.0 ** min(max(step - 1, 0), _MAX_EXPONENT))
+    if jitter is Jitter.NONE:
+        wait = ceiling
+    else:
+        if rng is None:
+            raise ValueError("a jittered wait needs a random generator")
+        wait = rng.uniform(ceiling / 2 if jitter is Jitter.HALF else 0.0, ceiling)
+    if server_s is not None and server_s > 0:  # NaN compares False: ignored
+        wait = max(wait, min(server_s, server_cap_s))
+    return wait
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,34 +85,22 @@ class BackoffPolicy:
 def delay_s(
     attempt: int, policy: BackoffPolicy, rng: random.Random, retry_after_s: float | None = None
 ) -> float:
-    """Capped exponential backoff with full jitter; a server-given delay wins (capped).
+    """A retried event's delay: full jitter below the ceiling; a Retry-After wins (capped).
 
-    *attempt* is 1 for the first retry. The ceiling is ``min(cap, initial * 2**(attempt-1))`` and
-    the delay is uniform in [0, ceiling] (full jitter spreads retries of one failed batch). A
-    positive *retry_after_s* (tiktok-events-api.md §3.4: S10 waits minutes after a QPM limit) is
-    a floor, capped at ``retry_after_cap_s`` so a hostile or broken header cannot park events
-    for days. One random draw is made whatever the inputs, so seeded runs stay reproducible.
+    *attempt* is 1 for the first retry (tiktok-events-api.md §3.4: a QPM limit wants minutes,
+    which a Retry-After says).
     """
     if attempt < 1:
         raise ValueError(f"attempt counts from 1, not {attempt}")
-    ceiling = _ceiling(attempt - 1, policy.initial_s, policy.cap_s)
-    jittered = rng.uniform(0.0, ceiling)
-    if retry_after_s is not None and retry_after_s > 0:  # NaN compares False: ignored
-        return max(jittered, min(retry_after_s, policy.retry_after_cap_s))
-    return jittered
-
-
-def probe_interval_s(consecutive_failures: int, initial_s: float, cap_s: float) -> float:
-    """Return the wait before the next probe of a paused destination: doubling per failure, capped.
-
-    One failure waits *initial_s*, two wait twice that, and so on up to *cap_s*. No jitter: only
-    one probe is ever in flight. A count below 1 counts as 1, and a cap below *initial_s* wins
-    (the settings bound the cap, not the pacer's initial interval), so a running worker never
-    raises here; only a non-positive or non-finite interval is refused.
-    """
-    _check_positive("initial_s", initial_s)
-    _check_positive("cap_s", cap_s)
-    return _ceiling(consecutive_failures - 1, initial_s, cap_s)
+    return wait_s(
+        attempt,
+        policy.initial_s,
+        policy.cap_s,
+        jitter=Jitter.FULL,
+        rng=rng,
+        server_s=retry_after_s,
+        server_cap_s=policy.retry_after_cap_s,
+    )
 
 
 def floored_delay_s(
@@ -87,3 +119,9 @@ def floored_delay_s(
     _check_positive("floor_s", floor_s)
     delay = delay_s(attempt, policy, rng, retry_after_s)
     return max(delay, rng.uniform(floor_s, 2.0 * floor_s))
+
+
+def probe_interval_s(consecutive_failures: int, initial_s: float, cap_s: float) -> float:
+    """The wait before the next probe of a paused destination or a held pixel: no jitter, as
+    only one probe is ever in flight."""
+    return wait_s(consecutive_failures, initial_s, cap_s)

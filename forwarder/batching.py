@@ -95,6 +95,11 @@ class Batch:
             Batch(self.destination, self.items[middle:]),
         )
 
+    def subset(self, positions: Iterable[int]) -> Batch:
+        """Return the batch of the events at *positions*, in that order."""
+        items = self.items
+        return Batch(self.destination, tuple(items[position] for position in positions))
+
     def without(self, index: int) -> Batch:
         """Return the batch without the event at *index*."""
         return Batch(self.destination, self.items[:index] + self.items[index + 1 :])

@@ -49,6 +49,17 @@ class ApiResponse:
     location: str | None = None
 
 
+class About(enum.StrEnum):
+    """What an answer that refuses the whole request is about, beyond the events."""
+
+    #: The access token: every request fails alike.
+    TOKEN = "token"
+    #: The request's event source (its pixel): the pixel is refused or malformed.
+    SOURCE = "source"
+    #: The request's test_event_code.
+    TEST_CODE = "test_code"
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """The verdict on one request, with what the caller stores and logs."""
@@ -70,6 +81,9 @@ class Outcome:
     #: For RETRY: an unknown code (or HTTP status); the caller spreads its retries over minutes
     #: and dead-letters after a few attempts, unless it answers every request (then it pauses).
     bounded: bool = False
+    #: For PAUSE and a whole-request REJECT: what the refusal is about, when the answer says
+    #: (a pixel refused, the test code, the token); None: the destination as a whole.
+    about: About | None = None
 
 
 # --- The code table --------------------------------------------------------------------------
@@ -213,6 +227,12 @@ _TOP_LEVEL = re.compile(
     re.IGNORECASE,
 )
 
+#: PAUSE codes about the request's pixel rather than the token: 40001 PERMISSION_ERROR (§5.1),
+#: "No permission to operate pixel code", and 40007 NOT_EXIST (§5.3).
+SOURCE_CODES: Final = frozenset({40001, 40007})
+_TEST_CODE: Final = re.compile(r"(?<![\w.])test_event_code\b", re.IGNORECASE)
+_TOKEN: Final = re.compile(r"(?<![\w.])access[ _-]?token\b", re.IGNORECASE)
+
 _CONTROL_OR_SPACE = re.compile(r"[\s\x00-\x1f\x7f]+")
 
 
@@ -296,6 +316,7 @@ def _from_code(
         return Outcome(Verdict.RETRY, str(code), message, request_id, retry_after_s, bounded=True)
     if verdict is Verdict.REJECT and code in _LOCATABLE_CODES:
         # Parse the full text, not the shortened one: the path may sit past the cut.
+        whole = names_top_level(text)
         return Outcome(
             verdict,
             str(code),
@@ -303,9 +324,21 @@ def _from_code(
             request_id,
             retry_after_s,
             bad_index=bad_index(text),
-            whole_request=names_top_level(text),
+            whole_request=whole,
+            about=_named(text) if whole else None,
         )
-    return Outcome(verdict, str(code), message, request_id, retry_after_s)
+    about = About.SOURCE if verdict is Verdict.PAUSE and code in SOURCE_CODES else None
+    return Outcome(verdict, str(code), message, request_id, retry_after_s, about=about)
+
+
+def _named(text: str) -> About:
+    """What a refusal of the request's top-level fields names: the token, the test code, or
+    (anything else: event_source_id, the data length) the request's source."""
+    if _TOKEN.search(text):
+        return About.TOKEN
+    if _TEST_CODE.search(text):
+        return About.TEST_CODE
+    return About.SOURCE
 
 
 def _describe_body(body: bytes, document: object) -> str:

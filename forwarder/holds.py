@@ -1,69 +1,17 @@
-"""Whose fault a refusal is, and the pixels held back for their own; pure state.
+"""The pixels held back for their own fault, each on its own probe interval; pure state.
 
-A request carries one (event_source, pixel, test_event_code) (tiktok-events-api.md §2.1). A row
-may name its own pixel or test code; when TikTok refuses one of those, the fault is that row's
-and the rows that share it, not the destination's: the default pixel keeps flowing. Only a
-fault of the token, of the default pixel (TIKTOK_PIXEL_CODE) or of TIKTOK_TEST_EVENT_CODE
-pauses all delivery.
-
-- 40001 PERMISSION_ERROR, "No permission to operate pixel code" (§5.1), for a row's own pixel:
-  that pixel is *held*. Its rows go back to pending, no attempt counted, and one of its events
-  probes TikTok at a growing interval, capped, until TikTok takes the pixel again.
-- 40002 naming ``test_event_code`` for a row's own test code: those rows are dead with TikTok's
-  reason; a test event is not worth holding.
-- Any other refusal of the whole request for a row's own pixel (40002 naming
-  ``event_source_id``: the pixel is malformed): those rows are dead, as before.
+A row may name its own pixel; when TikTok refuses that pixel (decide.py's HOLD: 40001, 40007
+for a pixel that is not TIKTOK_PIXEL_CODE), the fault is that pixel's, not the destination's:
+its rows go back to pending, no attempt counted, one of its events probes TikTok at a growing
+interval, capped, until TikTok takes the pixel again, and the default pixel keeps flowing.
 """
 
 from __future__ import annotations
 
-import enum
-import re
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from forwarder.backoff import probe_interval_s
-from forwarder.classify import Outcome, Verdict
-
-#: PAUSE codes about the request's pixel rather than the token: 40001 PERMISSION_ERROR (§5.1) and
-#: 40007 NOT_EXIST (§5.3), which for a row's own pixel says that pixel is not there.
-PIXEL_CODES: Final = frozenset({"40001", "40007"})
-
-_TEST_CODE: Final = re.compile(r"(?<![\w.])test_event_code\b", re.IGNORECASE)
-_TOKEN: Final = re.compile(r"(?<![\w.])access[ _-]?token\b", re.IGNORECASE)
-
-
-class Scope(enum.StrEnum):
-    """Whom a PAUSE answer, or a REJECT of the whole request, is about."""
-
-    #: The token, the default pixel or TIKTOK_TEST_EVENT_CODE: pause all delivery.
-    DESTINATION = "destination"
-    #: A row's own pixel: hold that pixel's rows back, deliver the rest.
-    PIXEL = "pixel"
-    #: A row's own pixel or test code, refused for good: dead-letter the request's rows.
-    ROWS = "rows"
-
-
-def scope(
-    outcome: Outcome,
-    pixel: str,
-    test_code: str | None,
-    default_pixel: str,
-    default_test_code: str | None,
-) -> Scope:
-    """Say whose fault *outcome* is, for a request to *pixel* with *test_code*.
-
-    *outcome* is a PAUSE, or a REJECT of the whole request (``whole_request``).
-    """
-    own_pixel = pixel != default_pixel.strip()
-    if outcome.verdict is not Verdict.REJECT:
-        return Scope.PIXEL if outcome.code in PIXEL_CODES and own_pixel else Scope.DESTINATION
-    if _TOKEN.search(outcome.message):
-        return Scope.DESTINATION
-    if _TEST_CODE.search(outcome.message):
-        own_code = bool(test_code) and test_code != (default_test_code or None)
-        return Scope.ROWS if own_code else Scope.DESTINATION
-    return Scope.ROWS if own_pixel else Scope.DESTINATION
 
 
 @dataclass

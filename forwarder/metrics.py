@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import threading
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import HistogramMetricFamily, Metric
 
 from forwarder import __version__, lint
 from forwarder.classify import CODE_VERDICTS, code_verdict
@@ -75,6 +82,46 @@ def pause_label(reason: str) -> str:
     return STORM_PREFIX + ("unknown" if unknown else "other")
 
 
+class BatchHistogram:
+    """A histogram fed a request's worth of values at once, exported as a Histogram is.
+
+    prometheus_client's Histogram takes one value per call, under a lock each time: for the
+    latencies of a thousand events per request that cost a few percent of a drain's CPU. This
+    counts a batch per bucket first (the first bucket whose bound is at least the value, as
+    Histogram does) and is read through the registry's public collector interface.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = (*(float(bound) for bound in buckets), math.inf)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Count each of *values* (a negative one as 0)."""
+        clamped = [value if value > 0.0 else 0.0 for value in values]
+        counts = Tally([bisect_left(self._bounds, value) for value in clamped])
+        with self._lock:
+            self._sum += sum(clamped)
+            for index, count in counts.items():
+                self._counts[index] += count
+
+    def collect(self) -> Iterator[Metric]:
+        """The histogram as Prometheus reads it: cumulative buckets, the sum."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip(self._bounds, counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if math.isinf(bound) else repr(bound), cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
+
+
 class Metrics:
     """The daemon's metrics; a fresh instance (and registry) per daemon or test."""
 
@@ -111,11 +158,11 @@ class Metrics:
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
             registry=r,
         )
-        self.latency_seconds = Histogram(
+        self.latency_seconds = BatchHistogram(
             "forwarder_delivery_latency_seconds",
             "Time from the row's insert to TikTok accepting it.",
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
-            registry=r,
+            (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
+            r,
         )
         self.outbox = Gauge(
             "forwarder_outbox_events", "Rows in the outbox, by status.", ["status"], registry=r
@@ -160,3 +207,7 @@ class Metrics:
             self.match_keys.labels(key)
         for reason in DEAD_REASONS:
             self.dead.labels(reason)
+
+    def observe_latencies(self, seconds: list[float]) -> None:
+        """Record the insert-to-accepted latency of a request's events."""
+        self.latency_seconds.observe_many(seconds)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from forwarder.backoff import probe_interval_s
+from forwarder.backoff import Jitter, probe_interval_s, wait_s
 
 THROTTLE_INITIAL_S = 1.0  # the first pause after a rate-limit answer
 PROBE_INITIAL_S = 1.0  # the first probe after a credential failure
@@ -93,12 +93,15 @@ class Pacer:
         self.throttle_streak += 1
         self.successes = 0
         self.limit = max(1, self.limit // 2)
-        ceiling = min(
-            self.throttle_max_s, THROTTLE_INITIAL_S * 2 ** min(self.throttle_streak - 1, 30)
+        pause = wait_s(
+            self.throttle_streak,
+            THROTTLE_INITIAL_S,
+            self.throttle_max_s,
+            jitter=Jitter.HALF,
+            rng=self.rng,
+            server_s=retry_after_s,
+            server_cap_s=self.retry_after_max_s,
         )
-        pause = self.rng.uniform(ceiling / 2, ceiling)
-        if retry_after_s:
-            pause = max(pause, min(retry_after_s, self.retry_after_max_s))
         self.throttled_until = max(self.throttled_until, now + pause)
         return self.throttled_until
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import aiohttp
 import orjson
 import pytest
 
-from forwarder.classify import Outcome, Verdict
+from forwarder import decide
+from forwarder.backoff import BackoffPolicy
+from forwarder.classify import ApiResponse, Outcome, classify
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.holds import Holds, Scope, scope
+from forwarder.holds import Holds
 from forwarder.store.sqlite import SQLiteStore
 
 from .conftest import insert
@@ -27,43 +30,51 @@ PERMISSION = "No permission to operate pixel code: X. You must be an admin or op
 BAD_TEST_CODE = "Invalid value for test_event_code: not a valid test event code."
 
 
-def outcome(verdict: Verdict, code: str, message: str) -> Outcome:
-    """An Outcome as classify() makes it."""
-    return Outcome(verdict, code, message, "req", whole_request=verdict is Verdict.REJECT)
+def outcome(code: int, message: str) -> Outcome:
+    """TikTok's answer with *code* and *message*, as classify() reads it."""
+    body = orjson.dumps({"code": code, "message": message, "request_id": "req"})
+    return classify(ApiResponse(200, body, None), 0.0)
 
 
-P, X = Verdict.PAUSE, Verdict.REJECT
+POLICY = decide.Policy(
+    default_source=f" {PIXEL} ",
+    default_test_code="CONFIGURED",
+    backoff=BackoffPolicy(),
+    storm_answers=3,
+    unknown_code_max_attempts=5,
+    unknown_code_min_delay_s=60.0,
+)
+HOLD, PAUSE, ROWS = decide.Action.HOLD, decide.Action.PAUSE, decide.Action.REJECT
 
 
 @pytest.mark.parametrize(
     "answer, pixel, test_code, expected",
     [
-        (outcome(P, "40001", PERMISSION), OTHER, None, Scope.PIXEL),
-        (outcome(P, "40001", PERMISSION), PIXEL, None, Scope.DESTINATION),
-        (outcome(P, "40001", PERMISSION), OTHER, "MINE", Scope.PIXEL),
-        (outcome(P, "40105", "Access token is incorrect"), OTHER, None, Scope.DESTINATION),
-        (outcome(P, "40104", "Access token is null"), OTHER, None, Scope.DESTINATION),
-        (outcome(P, "http_307", "a redirect"), OTHER, None, Scope.DESTINATION),
-        (outcome(P, "40006", "version"), OTHER, None, Scope.DESTINATION),
-        (outcome(X, "40002", BAD_TEST_CODE), PIXEL, "MINE", Scope.ROWS),
-        (outcome(X, "40002", BAD_TEST_CODE), OTHER, "MINE", Scope.ROWS),
-        (outcome(X, "40002", BAD_TEST_CODE), PIXEL, "CONFIGURED", Scope.DESTINATION),
-        (outcome(X, "40002", BAD_TEST_CODE), PIXEL, None, Scope.DESTINATION),
-        (outcome(X, "40002", "Invalid value for event_source_id: x"), OTHER, None, Scope.ROWS),
-        (
-            outcome(X, "40002", "Invalid value for event_source_id: x"),
-            PIXEL,
-            None,
-            Scope.DESTINATION,
-        ),
-        (outcome(X, "40002", "access_token is invalid"), OTHER, None, Scope.DESTINATION),
+        (outcome(40001, PERMISSION), OTHER, None, HOLD),
+        (outcome(40001, PERMISSION), PIXEL, None, PAUSE),
+        (outcome(40001, PERMISSION), OTHER, "MINE", HOLD),
+        (outcome(40007, "Not exist"), OTHER, None, HOLD),
+        (outcome(40105, "Access token is incorrect"), OTHER, None, PAUSE),
+        (outcome(40104, "Access token is null"), OTHER, None, PAUSE),
+        (outcome(40006, "version"), OTHER, None, PAUSE),
+        (outcome(40002, BAD_TEST_CODE), PIXEL, "MINE", ROWS),
+        (outcome(40002, BAD_TEST_CODE), OTHER, "MINE", ROWS),
+        (outcome(40002, BAD_TEST_CODE), PIXEL, "CONFIGURED", PAUSE),
+        (outcome(40002, BAD_TEST_CODE), PIXEL, None, PAUSE),
+        (outcome(40002, "Invalid value for event_source_id: x"), OTHER, None, ROWS),
+        (outcome(40002, "Invalid value for event_source_id: x"), PIXEL, None, PAUSE),
+        (outcome(40002, "access_token is invalid"), OTHER, None, PAUSE),
     ],
 )
-def test_scope_of_a_refusal(
-    answer: Outcome, pixel: str, test_code: str | None, expected: Scope
+def test_whose_fault_a_refusal_is(
+    answer: Outcome, pixel: str, test_code: str | None, expected: decide.Action
 ) -> None:
     """Only the token, the default pixel and the configured test code concern everything."""
-    assert scope(answer, pixel, test_code, f" {PIXEL} ", "CONFIGURED") is expected
+    request = decide.Request(pixel, test_code, (0, 0))
+    decision = decide.decide(answer, answer.verdict, request, POLICY, random.Random(1))
+    assert decision.action is expected
+    if expected is ROWS:
+        assert decision.dead == (0, 1) and decision.resend == ()
 
 
 def test_a_hold_probes_on_a_growing_interval_counted_once_per_probe() -> None:

@@ -537,8 +537,8 @@ async def test_rows_claimed_ahead_are_not_rescued_by_their_own_daemon(
     twice."""
     insert(db_path, [purchase(i) for i in range(300)])
     worker = harness.worker(drain=False, max_events=100)
-    assert await worker._tick()  # batch A out, batch B claimed ahead
-    await asyncio.gather(*worker._tasks)
+    assert await worker.tick()  # batch A out, batch B claimed ahead
+    await asyncio.gather(*worker.delivery.tasks)
     real_rescue = harness.store.rescue_expired
 
     async def down(now: float) -> int:
@@ -548,7 +548,7 @@ async def test_rows_claimed_ahead_are_not_rescued_by_their_own_daemon(
     for _ in range(5):  # the loop tries again every few seconds while the database is down
         harness.clock.advance(15.0)
         with pytest.raises(StoreError):
-            await worker._tick()
+            await worker.tick()
     monkeypatch.setattr(harness.store, "rescue_expired", real_rescue)
     harness.clock.advance(15.0)  # the database is back by the next try
     worker.drain = True
@@ -597,17 +597,17 @@ async def test_claims_wait_while_answers_wait_to_be_written(
 
     monkeypatch.setattr(harness.store, "mark_sent", slow_mark_sent)
     worker = harness.worker(max_events=5)
-    bound = worker.settle_backlog_max
+    bound = worker.intake.settle_backlog_max
     assert bound == 8  # twice the harness's 4 requests in flight
     slept_when_full = asyncio.Event()
-    real_sleep = worker._sleep
+    real_sleep = worker.sleep
 
     async def sleep(seconds: float) -> None:
         if waiting >= bound:
             slept_when_full.set()
         await real_sleep(seconds)
 
-    monkeypatch.setattr(worker, "_sleep", sleep)
+    monkeypatch.setattr(worker, "sleep", sleep)
     run = asyncio.create_task(worker.run())
     await asyncio.wait_for(slept_when_full.wait(), 10)
     # Without the bound all 20 requests of 5 went out. Batches claimed before the backlog

@@ -1,0 +1,49 @@
+"""What the worker is given: its configuration, the sender it delivers through, its totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from forwarder import backoff, payload
+from forwarder.classify import ApiResponse
+
+
+class Sender(Protocol):
+    """Sends one request body to TikTok (forwarder.tiktok.TikTokClient)."""
+
+    async def send(self, body: bytes) -> ApiResponse:
+        """POST *body*; raise TransportError when no answer came."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What the worker needs from the settings."""
+
+    build: payload.BuildOptions
+    backoff: backoff.BackoffPolicy
+    max_events: int = 1000
+    max_bytes: int = 1_000_000
+    poll_interval_s: float = 0.2
+    lease_s: float = 60.0
+    shutdown_grace_s: float = 10.0
+    unknown_code_max_attempts: int = 5
+    unknown_code_min_delay_s: float = 60.0  # the floor of an unknown code's retry delay
+    ambiguous_code_max_answers: int = 3
+    storm_answers: int = 3  # failed answers in a row that pause delivery (the storm rule)
+    retention_s: float = 7 * 86400.0
+    scrub: bool = True  # replace a sent row's payload by what was sent (hashed identifiers)
+
+
+@dataclass
+class Totals:
+    """What one run did, in events."""
+
+    delivered: int = 0
+    retried: int = 0
+    dead: int = 0
+    released: int = 0
+    rescued: int = 0
+    requests: int = 0
+    paused_reason: str | None = None
