@@ -118,6 +118,8 @@ def _read_event(source: str) -> NewEvent:
         if name in data and not isinstance(data[name], str):
             raise ValueError(f"{name} must be a string")
     event_time = data.get("event_time")
+    if isinstance(event_time, float):
+        event_time = int(event_time)  # the builder truncates a fraction of a second too
     if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
         raise ValueError("event_time must be an integer (Unix seconds)")
     return NewEvent(
