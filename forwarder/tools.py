@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from forwarder import app, lint, payload
+from forwarder import app, payload, shapes
 from forwarder.classify import Verdict, classify, classify_transport
 from forwarder.errors import ConfigError, TransportError
 from forwarder.events import OutboxRow
@@ -60,7 +60,10 @@ def add_parsers(sub: Any) -> None:
         help="send one Test Event with TIKTOK_TEST_EVENT_CODE and show the answer",
     )
     check.add_argument(
-        "--payload", metavar="FILE", help="lint one event (outbox columns as JSON; - for stdin)"
+        "--payload",
+        metavar="FILE",
+        help="lint an event: an outbox row, a TikTok event or a whole /event/track/ body "
+        "(JSON; - for stdin)",
     )
     check.set_defaults(func=check_command)
 
@@ -401,14 +404,18 @@ def _lint_payload(settings: Settings, source: str) -> int:
     except orjson.JSONDecodeError as error:
         print(f"error    (input): not JSON: {error}")
         return EXIT_REFUSED
-    findings = lint.lint(
+    report = shapes.check(
         document,
         now=time.time(),
         phone_region=settings.phone_region or None,
         max_age_s=settings.max_event_age,
     )
+    print(f"read as {report.read_as}")
+    findings = report.findings
     for finding in findings:
-        print(f"{finding.level:<8} {finding.field}: {finding.message}")
+        # An error shows its reason code, the one the daemon stores in last_error.
+        code = f" [{finding.code}]" if finding.code else ""
+        print(f"{finding.level:<8} {finding.field}{code}: {finding.message}")
     errors = sum(1 for f in findings if f.level == "error")
     warnings = len(findings) - errors
     print(f"{errors} error(s), {warnings} warning(s)" if findings else "no problems found")
