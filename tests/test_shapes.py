@@ -1,4 +1,4 @@
-"""Tests for forwarder.shapes: check --payload reads an outbox row, a TikTok event, a request body."""
+"""Tests for forwarder.shapes: check --payload reads a row, a TikTok event, a request body."""
 
 from __future__ import annotations
 
