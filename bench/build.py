@@ -5,8 +5,9 @@ identifiers, phones in three formats, one to three contents) and the tests' web 
 (`tests/helpers.py` `purchase`), 1,000 of each, built as the daemon builds them. With
 --before REV, the `forwarder/payload.py` of that git revision is loaded into a module of its own
 and timed in the same process, interleaved with the current one (which goes first alternates
-per round), so that both see the same machine; the JSON then holds both figures and their
-ratio per round. Each figure is the best of --repeat passes over the rows, per round.
+per round), so that both see the same machine; the JSON then holds both figures, their ratio
+per round and its median, and the ratio of the two best rounds. Each figure is the best of
+--repeat passes over the rows, per round.
 
 Usage: python bench/build.py [--rounds 7] [--repeat 5] [--before f646d2c]
 """
@@ -143,6 +144,7 @@ def main() -> None:
             before_runs=figures["before"],
             ratio_runs=[round(r, 3) for r in ratios],
             ratio=round(statistics.median(ratios), 3),
+            ratio_of_best=round(min(figures["after"]) / min(figures["before"]), 3),
         )
     print(json.dumps(result))
 

@@ -591,25 +591,29 @@ def _user(
         )
     if not value.keys() <= _USER_KEYS_FOR[source]:
         value = _user_for_source(value, source, warnings)
-    user: dict[str, Any] = {}
+    # The user object is this call's own (parsed from the row): it is sent as it is changed
+    # here, in place, its keys in the order given; what is not sent goes at the end.
+    unsent: list[str] | None = None
     for key, given in value.items():
         if given is None:
+            unsent = _also(unsent, key)
             continue
         kind = _USER_KINDS[key]
         if kind is _PLAIN:
             if not isinstance(given, str):
                 raise _not_a_string(key, given)
             if not personal and key in PERSONAL_KEYS:
-                continue
-            if not given.strip():
+                unsent = _also(unsent, key)
+            elif not given.strip():
                 warnings.append(f"user.{key} dropped: empty")
-                continue
-            user[key] = given  # §6 "Never hash": sent as given
+                unsent = _also(unsent, key)
+            # otherwise §6 "Never hash": sent as given
         elif kind is _HASHED_LIST:
             if isinstance(given, str):
                 # One identifier, the usual case: what _hash_list does for a list of one,
                 # with _hash inlined.
                 if not personal:
+                    unsent = _also(unsent, key)
                     continue
                 stripped = given.strip()
                 if not stripped:
@@ -632,26 +636,27 @@ def _user(
                     )
                 if hashed is None:
                     warnings.append(f"user.{key} dropped: {_why_invalid(key, given, region)}")
+                    unsent = _also(unsent, key)
                 else:
-                    user[key] = [hashed]
+                    value[key] = [hashed]
                 continue
             items = _string_list(given, key)
-            if not personal:
-                continue
-            hashes = _hash_list(key, given, items, region, warnings)
+            hashes = _hash_list(key, given, items, region, warnings) if personal else None
             if hashes:
-                user[key] = hashes  # §2.3 / §6: sent as a list of hashes
+                value[key] = hashes  # §2.3 / §6: sent as a list of hashes
+            else:
+                unsent = _also(unsent, key)
         elif kind is _NORMALIZED:
             # schema: ip, idfa and gaid are sent raw but normalised; unreadable, dropped.
             if not isinstance(given, str):
                 raise _not_a_string(key, given)
             if not personal and key in PERSONAL_KEYS:
+                unsent = _also(unsent, key)
                 continue
             if key == "ip":
                 # normalize_ip's first step, inlined: most addresses are sent as given.
                 try:
                     inet_pton(AF_INET6 if ":" in given else AF_INET, given)
-                    user[key] = given
                     continue
                 except OSError:
                     pass
@@ -659,21 +664,32 @@ def _user(
             normalized = normalize(given)
             if normalized is None:
                 warnings.append(f"user.{key} dropped: {why if given.strip() else 'empty'}")
+                unsent = _also(unsent, key)
             else:
-                user[key] = normalized
+                value[key] = normalized
         elif kind is _CHECKED:
-            user[key] = check_att_status(given, f"payload.user.{key}")
+            value[key] = check_att_status(given, f"payload.user.{key}")
         else:
             if not isinstance(given, str):
                 raise _not_a_string(key, given)
-            if not personal:
-                continue
-            hashed = hash_identifier(key, given, region)
+            hashed = hash_identifier(key, given, region) if personal else None
             if hashed is None:
-                warnings.append(f"user.{key} dropped: empty")
+                if personal:
+                    warnings.append(f"user.{key} dropped: empty")
+                unsent = _also(unsent, key)
             else:
-                user[key] = hashed
-    return user
+                value[key] = hashed
+    if unsent is not None:
+        for key in unsent:
+            del value[key]
+    return value
+
+
+def _also(keys: list[str] | None, key: str) -> list[str]:
+    if keys is None:
+        return [key]
+    keys.append(key)
+    return keys
 
 
 def _user_for_source(value: dict[str, Any], source: str, warnings: list[str]) -> dict[str, Any]:

@@ -12,7 +12,13 @@ Sources, cited per row (§ are to tiktok-events-api.md; the repositories at the 
   comments of TikTok's Events API 2.0 portal pages; ``enum/event_type.go`` (commit 4d9271cf).
 - S2: tiktok/tiktok-business-api-sdk (commit f809c396) ``python_sdk/business_api_client/models/
   pixel_properties.py``, ``pixel_content.py``, ``pixel_context_user.py`` and
-  ``python_sdk/docs/PixelProperties.md``, ``PixelContent.md``: TikTok's own (Events 1.0) types.
+  ``python_sdk/docs/PixelProperties.md``, ``PixelContent.md``: TikTok's own (Events 1.0) types;
+  ``python_sdk/business_api_client/tiktok_business/tiktok_code.py``: what TikTok answers a field
+  of the wrong type (``ERROR_CODE_PARAM_ERROR = 40002``, "Not a valid string", §4) and an
+  identifier sent unhashed (``ERROR_CODE_PII_NOT_HASHED = 40062``).
+
+Why a table and not a pydantic model: validating the same fields with pydantic models took
+several times the builder's whole budget per event (bench/model_choice.py measures both).
 """
 
 # ruff: noqa: E501 (the field table below is one field per line, read as a table)
