@@ -156,7 +156,7 @@ def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     options = app.worker_config(settings).build
     checked = payload.build(row, options, now)
     if isinstance(checked, payload.Refused):
-        print(f"forwarder: refused ({checked.code}): {checked.reason}", file=sys.stderr)
+        print(f"forwarder: refused: {checked.reason}", file=sys.stderr)
         return EXIT_REFUSED
 
     async def go() -> tuple[int, bool]:

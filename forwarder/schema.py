@@ -65,7 +65,8 @@ class Field(NamedTuple):
     sources: frozenset[str]  # the event_source values TikTok documents it for
     required: frozenset[str]  # the event_source values TikTok requires it for
     fix: str  # what the builder normalises, "" when it sends the value as given
-    wrong: str  # DEAD or DROP; for a field sent for another source it is always DROP
+    wrong: str  # a value of the right type but wrong: DEAD, or DROP (not sent, a warning); a
+    # wrong JSON type is always DEAD, a field sent for another event_source always DROP
     check: Check | None  # the builder's check (payload.py hashes and drops identifiers itself)
     cite: str
 
