@@ -10,6 +10,7 @@ defaults take about four minutes on 2 cores; these variables scale them:
   BENCH_NAIVE_EVENTS=5000     naive sender at 0 ms     BENCH_STEADY_SECONDS=20
   BENCH_STEADY_RATE=1000      inserts per second       BENCH_IDLE_SECONDS=30
   BENCH_MEMORY_ROWS=1000000   pending rows for memory  BENCH_CONTENTION=1   (0 skips it)
+  BENCH_BUILD_BEFORE=<rev>    also time payload.build as of that git revision (bench/build.py)
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ def main() -> None:
     events = env_int("BENCH_EVENTS", 100_000)
     rounds = env_int("BENCH_ROUNDS", 3)
     results: dict[str, dict[str, Any]] = {}
+    before = os.environ.get("BENCH_BUILD_BEFORE")
+    results["build"] = run("build.py", *(["--before", before] if before else []))
     results["drain0"] = run(
         "drain.py",
         "--events",
@@ -104,6 +107,10 @@ def table(results: dict[str, dict[str, Any]]) -> None:
     def info(label: str, value: Any) -> None:
         rows.append((label, value, "", None))
 
+    build = results["build"]
+    goal("build: µs per realistic event", build["after_us_per_event"], "<= 12", at_most, 12)
+    if "ratio" in build:
+        info(f"build: ratio to {build['before']} (median of rounds)", build["ratio"])
     d0, d100 = results["drain0"], results["drain100"]
     goal(
         "drain, 0 ms: forwarder events/s",

@@ -30,6 +30,8 @@ from typing import Any, Final, TypeGuard
 import orjson
 from aiohttp import web
 
+from forwarder.checks import CONTENT_TYPES, CURRENCIES, OFFLINE_EVENTS
+
 #: tiktok-events-api.md §1: the consolidated Events API 2.0 endpoint.
 TRACK_PATH: Final = "/open_api/v1.3/event/track/"
 #: tiktok-events-api.md §3.1: at most 1,000 events per request, else the whole request fails.
@@ -480,7 +482,7 @@ def _validate(
             f"Invalid value for data: at most {MAX_EVENTS} events per request, got {len(data)}.",
         )
     for index, event in enumerate(data):
-        error = _validate_event(index, event)
+        error = _validate_event(index, event, source)
         if error is not None:
             return error
         if poison and event.get("event_id") in poison:
@@ -490,13 +492,16 @@ def _validate(
     return None
 
 
-def _validate_event(i: int, event: Any) -> tuple[int, str] | None:
+def _validate_event(i: int, event: Any, source: str) -> tuple[int, str] | None:
     """Check one ``data[i]`` entry (§2.2-§2.4); messages name the path like §4's examples."""
     if not isinstance(event, dict):
         return _not_valid(f"data.{i}", "object")
     name = event.get("event")
     if not isinstance(name, str) or not name:
         return _not_valid(f"data.{i}.event", "string")
+    if source == "offline" and name not in OFFLINE_EVENTS:
+        # §2.2 (S1): an offline event set takes standard events only.
+        return _PARAM_ERROR, f"data.{i}.event: offline events must be standard events"
     event_time = event.get("event_time")
     if not isinstance(event_time, int) or isinstance(event_time, bool):
         return _not_valid(f"data.{i}.event_time", "integer")  # §2.2: Unix seconds, an int
@@ -510,14 +515,39 @@ def _validate_event(i: int, event: Any) -> tuple[int, str] | None:
         error = _validate_properties(i, event["properties"])
         if error is not None:
             return error
-    if "page" in event:
-        page = event["page"]
-        if not isinstance(page, dict):
-            return _not_valid(f"data.{i}.page", "object")
-        if "url" in page and not isinstance(page["url"], str):
-            return _not_valid(f"data.{i}.page.url", "string")
+    for key, required in (("page", None), ("app", "app_id"), ("lead", "lead_id")):
+        error = _validate_strings(i, event, key, required if source in _NEEDS[key] else None)
+        if error is not None:
+            return error
     if "limited_data_use" in event and not isinstance(event["limited_data_use"], bool):
         return _not_valid(f"data.{i}.limited_data_use", "boolean")  # §7.3
+    return None
+
+
+#: §2.2 (S1): the objects an event_source requires, by the key each must hold.
+_NEEDS: Final = {"page": frozenset[str](), "app": frozenset({"app"}), "lead": frozenset({"crm"})}
+#: §2.2 (S1): the string fields of page, app and lead.
+_STRING_FIELDS: Final = {
+    "page": ("url", "referrer"),
+    "app": ("app_id", "app_name", "app_version"),
+    "lead": ("lead_id", "lead_event_source"),
+}
+
+
+def _validate_strings(
+    i: int, event: dict[str, Any], key: str, required: str | None
+) -> tuple[int, str] | None:
+    """Check ``data[i].<key>``, an object of strings, holding *required* when it is not None."""
+    obj = event.get(key)
+    if obj is None and required is None:
+        return None
+    if not isinstance(obj, dict):
+        return _not_valid(f"data.{i}.{key}", "object")
+    for name in _STRING_FIELDS[key]:
+        if name in obj and not isinstance(obj[name], str):
+            return _not_valid(f"data.{i}.{key}.{name}", "string")
+    if required is not None and not (isinstance(obj.get(required), str) and obj[required]):
+        return _PARAM_ERROR, f"data.{i}.{key}.{required}: Missing data for required field."
     return None
 
 
@@ -550,6 +580,18 @@ def _validate_properties(i: int, properties: Any) -> tuple[int, str] | None:
         return _not_valid(f"data.{i}.properties", "object")
     if "value" in properties and not _is_number(properties["value"]):
         return _not_valid(f"data.{i}.properties.value", "number")
+    if "currency" in properties and properties["currency"] not in CURRENCIES:
+        return _PARAM_ERROR, f"data.{i}.properties.currency: Unsupported currency."  # §2.4
+    if "content_type" in properties and properties["content_type"] not in CONTENT_TYPES:
+        return _not_valid(f"data.{i}.properties.content_type", "choice")  # §2.4
+    for key in ("order_id", "shop_id", "search_string", "description"):
+        if key in properties and not isinstance(properties[key], str):
+            return _not_valid(f"data.{i}.properties.{key}", "string")
+    if "num_items" in properties and not _is_integer(properties["num_items"]):
+        return _not_valid(f"data.{i}.properties.num_items", "integer")
+    ids = properties.get("content_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
+        return _not_valid(f"data.{i}.properties.content_ids", "list of strings")
     if "contents" in properties:
         contents = properties["contents"]
         if not isinstance(contents, list):
@@ -560,6 +602,10 @@ def _validate_properties(i: int, properties: Any) -> tuple[int, str] | None:
             if "content_id" in item and not isinstance(item["content_id"], str):
                 # §2.4/§4 (S4): "...contents.0.content_id: Not a valid string"
                 return _not_valid(f"data.{i}.properties.contents.{j}.content_id", "string")
+            if "price" in item and not _is_number(item["price"]):
+                return _not_valid(f"data.{i}.properties.contents.{j}.price", "number")
+            if "quantity" in item and not _is_integer(item["quantity"]):
+                return _not_valid(f"data.{i}.properties.contents.{j}.quantity", "integer")
     return None
 
 
@@ -600,6 +646,10 @@ def _not_valid(path: str, kind: str) -> tuple[int, str]:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # -- HTTP helpers -------------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 
 The input is one event exactly as ``forwarder enqueue`` takes it: a JSON object of outbox columns
 (``event_id``, ``event``, ``event_time``, ``event_source``, ``pixel_code``, ``test_event_code``
-and ``payload``, an object or a JSON string of one). The lint reports
+and ``payload``, an object or a JSON string of one); ``forwarder.shapes`` turns TikTok's own
+shapes into such objects. The lint reports
 
-* as an **error** what will not reach TikTok as meant: what ``enqueue`` or the daemon's builder
-  refuses (``payload.build`` is run on the event and its refusal becomes an error), what TikTok
-  rejects (a ``content_id`` or ``price`` of the wrong type, an unsupported currency) and what
-  reaches TikTok silently wrong (an ``event_time`` in milliseconds, an MD5 or SHA-1 where
-  SHA-256 is needed);
-* as a **warning** what is sent but costs matching, attribution or optimisation.
+* as an **error** exactly what the daemon refuses. It builds the event with ``payload.build``,
+  the daemon's own code reading ``forwarder.schema``'s table, and reports the refusal with its
+  reason code (``malformed/<rule>`` or ``too_old/age``) as the daemon stores it; then it sets
+  that field aside and builds again, so that every refused field is reported, not only the
+  first. The one other error is what ``enqueue`` refuses before a row exists: an unknown column.
+* as a **warning** what is sent but costs matching, attribution or optimisation: what the
+  builder drops, the fields it had to fix (a lower-case currency, a number in a string), and
+  what TikTok does with a name, a hash or an event time.
 
 It is pure: no I/O and no clock (*now* is passed in). No message ever holds an identifier's
 value: messages name fields, and quote only key names, event names and currency codes from
@@ -20,6 +23,8 @@ References (§) are to tiktok-events-api.md.
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,6 +32,21 @@ from typing import Any
 
 import orjson
 
+from forwarder import schema
+from forwarder.checks import (
+    AGE,
+    APP_EVENTS,
+    CONTENT_TYPES,
+    CURRENCIES,
+    EVENT_SOURCES,
+    MISSING,
+    RENAMED_EVENTS,
+    SOURCE,
+    SUNSET_EVENTS,
+    UNKNOWN_KEY,
+    WEB_EVENTS,
+    type_name,
+)
 from forwarder.events import OutboxRow
 
 # The builder's private helpers are reused on purpose, so that the lint and the builder agree
@@ -34,25 +54,40 @@ from forwarder.events import OutboxRow
 from forwarder.payload import _FIELD_NAME as FIELD_NAME
 from forwarder.payload import _MILLISECONDS_HINT as MILLISECONDS_HINT
 from forwarder.payload import (
+    CONSENT_KEYS,
     DEFAULT_EVENT_SOURCE,
-    EVENT_SOURCES,
     HASHED_LIST_KEYS,
     HASHED_SCALAR_KEYS,
-    MATCH_KEYS,
     PAYLOAD_KEYS,
     PLAIN_KEYS,
     TOO_OLD,
     USER_KEYS,
     BuildOptions,
     Built,
+    Refused,
     build,
     hash_identifier,
 )
 from forwarder.payload import _days as days
-from forwarder.payload import _type_name as type_name
+
+__all__ = [
+    "APP_EVENTS",
+    "COLUMNS",
+    "CONTENT_TYPES",
+    "CURRENCIES",
+    "ERROR",
+    "RENAMED_EVENTS",
+    "SUNSET_EVENTS",
+    "WARNING",
+    "WEB_EVENTS",
+    "Finding",
+    "lint",
+]
 
 ERROR = "error"
 WARNING = "warning"
+#: The code of the one error the builder does not give: a column ``enqueue`` does not know.
+ENQUEUE_UNKNOWN_COLUMN = f"enqueue/{UNKNOWN_KEY}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +97,7 @@ class Finding:
     level: str  # ERROR or WARNING
     field: str  # e.g. "event", "properties.currency", "user.phone[0]"
     message: str  # what is wrong, what it costs, how to fix it
+    code: str = ""  # an error's reason code, as the daemon stores it: "malformed/value", ...
 
 
 #: The columns ``forwarder enqueue`` takes (``forwarder.cli`` uses this tuple).
@@ -74,86 +110,8 @@ COLUMNS = (
     "event_source",
     "test_event_code",
 )
-_TEXT_COLUMNS = ("event_id", "event", "pixel_code", "event_source", "test_event_code")
-
-#: §8.1: TikTok's standard web events (also offline, and CRM per the enum comment).
-WEB_EVENTS = (
-    "AddPaymentInfo",
-    "AddToCart",
-    "AddToWishlist",
-    "ApplicationApproval",
-    "CompleteRegistration",
-    "Contact",
-    "CustomizeProduct",
-    "Download",
-    "FindLocation",
-    "InitiateCheckout",
-    "Lead",
-    "Purchase",
-    "Schedule",
-    "Search",
-    "StartTrial",
-    "SubmitApplication",
-    "Subscribe",
-    "ViewContent",
-)
-#: §8.3: TikTok's standard app events (note the casing of LaunchAPP, InAppADClick, InAppADImpr).
-APP_EVENTS = (
-    "AchieveLevel",
-    "AddPaymentInfo",
-    "AddToCart",
-    "AddToWishlist",
-    "Checkout",
-    "CompleteTutorial",
-    "CreateGroup",
-    "CreateRole",
-    "GenerateLead",
-    "InAppADClick",
-    "InAppADImpr",
-    "InstallApp",
-    "JoinGroup",
-    "LaunchAPP",
-    "LoanApplication",
-    "LoanApproval",
-    "LoanDisbursal",
-    "Login",
-    "Purchase",
-    "Rate",
-    "Registration",
-    "Search",
-    "SpendCredits",
-    "StartTrial",
-    "Subscribe",
-    "UnlockAchievement",
-    "ViewContent",
-)
-#: §8.2 (S7, 1 May 2025, web/offline/CRM): renamed events, auto-converted by TikTok.
-RENAMED_EVENTS = {"CompletePayment": "Purchase", "SubmitForm": "Lead"}
-#: §8.2: soft-deprecated events, supported until 2027 and then sunset, with what to use instead.
-SUNSET_EVENTS = {
-    "PlaceAnOrder": "Purchase (one Purchase per order, event_id = the order id)",
-    "ClickButton": "a standard event for what the click means (Contact, Lead, ...) or a custom one",
-}
 #: Events that report a sale: without properties.value TikTok reports no revenue for them.
 VALUE_EVENTS = frozenset(("Purchase", "CompletePayment", "PlaceAnOrder", "Subscribe"))
-
-#: §2.4: the 62 ISO 4217 codes TikTok supports for properties.currency. Source: the field
-#: comment of ``Properties.Currency`` in bububa/tiktok-business ``model/event/track.go`` (commit
-#: 4d9271cf; a copy of the Events API 2.0 portal page), identical to the ``currency`` doc
-#: comment in TikTok's official SDK, tiktok/tiktok-business-api-sdk
-#: ``js_sdk/src/model/PixelProperties.js`` (commit a9ad75a3). Both list PHP twice.
-# fmt: off
-CURRENCIES = frozenset((
-    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY",
-    "COP", "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF",
-    "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KHR", "KRW", "KWD", "KZT", "MAD", "MOP",
-    "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG",
-    "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES",
-    "VND", "ZAR",
-))
-# fmt: on
-#: §2.4: the content_type values.
-CONTENT_TYPES = ("product", "product_group")
 
 #: §3.3: TikTok's longest attribution window (click-through, 28 days; view-through is 7).
 ATTRIBUTION_WINDOW_S = 28 * 86400.0
@@ -162,14 +120,13 @@ FUTURE_TOLERANCE_S = 5 * 60.0
 #: Edit distance (case-insensitive) within which an unknown name is taken for a misspelling.
 MAX_TYPO_DISTANCE = 2
 
-_PERSONAL_MATCH_KEYS = frozenset(HASHED_LIST_KEYS)
 _SINGLE_MATCH_KEYS = frozenset(("email", "phone", "external_id", "ttclid", "ttp"))
 _NO_KEYS: frozenset[str] = frozenset()
 _HEX = re.compile(r"[0-9a-fA-F]+")
 #: Hex digests of the wrong algorithm, by length.
 _WRONG_DIGESTS = {32: "an MD5", 40: "a SHA-1"}
 _SHA256_HEX_LEN = 64
-#: A builder reason or warning starts with the field it is about, e.g. "payload.user.phone[0]".
+#: A builder warning starts with the field it is about, e.g. "user.phone[0]".
 _LEADING_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*")
 #: Placeholder pixel for the builder: a missing pixel_code is fine (TIKTOK_PIXEL_CODE is used).
 _LINT_PIXEL = "LINT"
@@ -186,50 +143,222 @@ def lint(
                 "document",
                 f"the event must be a JSON object of outbox columns, got {type_name(document)}; "
                 f"enqueue refuses it. Columns: {', '.join(COLUMNS)}",
+                ENQUEUE_UNKNOWN_COLUMN,
             )
         ]
-    findings: list[Finding] = []
-    findings.extend(_columns(document))
+    findings = list(_columns(document))
+    refusals, built = refusals_of(document, now=now, phone_region=phone_region, max_age_s=max_age_s)
+    findings.extend(_error(refused, document) for refused in refusals)
     source = _source(document.get("event_source", DEFAULT_EVENT_SOURCE))
     event = document.get("event")
     name = event.strip() if isinstance(event, str) else None
+    advice: list[Finding] = []
     if name and source:
-        findings.extend(_event_name(name, source))
-    findings.extend(_event_time(document.get("event_time"), now, max_age_s))
-    body, body_findings = _payload(document.get("payload"))
-    findings.extend(body_findings)
+        advice.extend(_event_name(name, source))
+    advice.extend(_event_time(document.get("event_time"), now, max_age_s))
+    body = _payload(document.get("payload"))
     if body is not None:  # an unusable payload is reported once, not once per thing it lacks
-        findings.extend(_payload_contents(body, name, source, phone_region))
-
-    result = build(_row(document, now), _options(phone_region, max_age_s), now)
-    if isinstance(result, Built):
-        for warning in result.warnings:
+        advice.extend(_payload_contents(body, name, source, phone_region))
+    if built is not None:
+        advice.extend(_fixed(document, body, built))
+        for warning in built.warnings:
             field = _leading_field(warning)
-            if field != "event_time" and not _covered(field, findings):
-                findings.append(Finding(WARNING, field, warning))
-    else:
-        field = _leading_field(result.reason)
-        if not _covered(field, findings, ERROR):
-            cost = (
-                "the daemon dead-letters it without sending"
-                if result.code == TOO_OLD
-                else "enqueue refuses the event and the daemon would dead-letter it"
-            )
-            findings.append(Finding(ERROR, field, f"{result.reason}; {cost}"))
-
-    user = body.get("user") if body is not None else None
-    if body is not None and (user is None or isinstance(user, dict)):
-        # Built.match_keys is what is really sent, after drops and consent; a refused event
-        # has none, so the keys as written stand in.
-        keys = result.match_keys if isinstance(result, Built) else _raw_match_keys(user)
-        findings.extend(_match_keys(keys, source))
+            if field != "event_time" and not _covered(field, advice):
+                advice.append(Finding(WARNING, field, warning))
+        user = body.get("user") if body is not None else None
+        if body is not None and (user is None or isinstance(user, dict)):
+            # Built.match_keys is what is really sent, after drops and consent.
+            advice.extend(_match_keys(built.match_keys, source))
+    errors = list(findings)
+    findings.extend(finding for finding in advice if not _covered(finding.field, errors))
     return sorted(findings, key=lambda finding: finding.level != ERROR)
+
+
+# --- the builder's refusals -----------------------------------------------------------------
+
+#: More refusals than fields in any event: the bound of refusals_of's loop.
+_MAX_REFUSALS = 100
+#: What a refused column is set to so that the builder can go on to the next field.
+_PLACEHOLDERS: dict[str, object] = {
+    "event_id": "lint",
+    "event": "Purchase",
+    "event_source": DEFAULT_EVENT_SOURCE,
+    "pixel_code": "",
+    "test_event_code": "",
+    "event_time": None,
+}
+#: The objects whose keys are a closed list, for an unknown key the reason could not name.
+_ALLOWED = {
+    "payload": PAYLOAD_KEYS,
+    "payload.user": USER_KEYS,
+    "payload.consent": CONSENT_KEYS,
+}
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def refusals_of(
+    document: Mapping[str, Any], *, now: float, phone_region: str | None, max_age_s: float
+) -> tuple[list[Refused], Built | None]:
+    """Every refusal of the builder for *document*, in order, and what it builds without them.
+
+    After each refusal the refused field is set aside (removed, or a required one given a
+    placeholder) and the event built again; the Built is None when the payload itself is unusable.
+    """
+    columns = {key: value for key, value in document.items() if key in COLUMNS}
+    columns["payload"] = _editable(columns.get("payload", "{}"))
+    options = _options(phone_region, max_age_s)
+    refusals: list[Refused] = []
+    for _ in range(_MAX_REFUSALS):
+        result = build(_row(columns, now), options, now)
+        if isinstance(result, Built):
+            return refusals, result
+        if any((r.field, r.rule) == (result.field, result.rule) for r in refusals):
+            break  # setting the field aside did not help: stop rather than repeat it
+        refusals.append(result)
+        if not _set_aside(columns, result, now):
+            break
+    return refusals, None
+
+
+def _editable(raw: object) -> object:
+    """The payload as a fresh object the lint may change, or as given when it is not one."""
+    if isinstance(raw, str):
+        try:
+            parsed = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            return raw
+        return parsed if isinstance(parsed, dict) else raw
+    if isinstance(raw, dict):
+        try:
+            copied: object = orjson.loads(orjson.dumps(raw))
+        except TypeError:  # orjson.JSONEncodeError; only from a non-JSON Python object
+            return raw
+        return copied
+    return raw
+
+
+def _set_aside(columns: dict[str, Any], refused: Refused, now: float) -> bool:
+    """Change *columns* so that the builder gets past *refused*; False when it cannot."""
+    field, rule = refused.field, refused.rule
+    if rule == AGE:
+        columns["event_time"] = int(now)
+        return True
+    if field in _PLACEHOLDERS:
+        columns[field] = _PLACEHOLDERS[field]
+        return True
+    body = columns.get("payload")
+    if not isinstance(body, dict) or not field.startswith("payload"):
+        return False  # the payload itself is unusable: nothing more can be checked
+    if rule == UNKNOWN_KEY and field in _ALLOWED:
+        # An unknown key not fit to quote: every such key of that object goes.
+        target = body if field == "payload" else body.get(field.split(".")[1])
+        if isinstance(target, dict):
+            for key in [key for key in target if key not in _ALLOWED[field]]:
+                del target[key]
+            return True
+        return False
+    parts: list[str | int] = [
+        int(index) if index else name for name, index in _PATH_PART.findall(field)
+    ][1:]
+    return _set_aside_at(body, parts, rule)
+
+
+def _set_aside_at(body: dict[str, Any], parts: list[str | int], rule: str) -> bool:
+    if not parts:
+        return False
+    node: Any = body
+    for part in parts[:-1]:
+        child = node.get(part) if isinstance(node, dict) else None
+        if child is None and rule == MISSING and isinstance(part, str):
+            child = node[part] = {}  # a required field of an absent object
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            child = node[part]
+        if not isinstance(child, dict | list):
+            return False
+        node = child
+    last = parts[-1]
+    if rule == MISSING and isinstance(node, dict):
+        node[last] = "lint"
+    elif isinstance(node, dict) and last in node:
+        del node[last]
+    elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+        if parts[-2:-1] == ["contents"]:
+            node[last] = {}  # an item that is not an object: the others are still checked
+        else:
+            return _set_aside_at(body, parts[:-1], rule)  # the list holding it goes
+    else:
+        return False
+    return True
+
+
+def _error(refused: Refused, document: Mapping[str, Any]) -> Finding:
+    """The lint's error for one of the builder's refusals, with the daemon's reason code."""
+    field = _lint_field(refused.field)
+    reason = refused.reason.removeprefix(f"[{refused.reason_code}] ")
+    cost = (
+        "the daemon dead-letters it without sending"
+        if refused.code == TOO_OLD
+        else "enqueue refuses the event and the daemon would dead-letter it"
+    )
+    hint = _expected(refused)
+    name = document.get("event")
+    if refused.rule == SOURCE and refused.field == "event" and isinstance(name, str):
+        suggestion = _suggest(name.strip(), "offline")
+        if suggestion is not None:
+            hint = f"; did you mean {suggestion}?"
+    return Finding(ERROR, field, f"{reason}{hint}; {cost}", refused.reason_code)
+
+
+#: How the lint words each type of schema's table.
+_TYPE_WORDS = {
+    "string": "a string",
+    "id": "a string (an id)",
+    "number": "a number",
+    "integer": "a whole number",
+    "boolean": "true or false",
+    "currency": f"one of the {len(CURRENCIES)} ISO 4217 codes it lists",
+    "content_type": '"product" or "product_group"',
+    "att_status": "one of the five ATT states",
+    "object": "an object",
+    "list": "a list of objects",
+    "id list": "a list of strings (ids)",
+    "hashed list": "a string or a list of strings",
+    "hashed": "a string",
+}
+#: What a required field holds, for the error saying it is missing.
+_REQUIRED_HINTS = {
+    "app.app_id": "the App Store id (digits) or the Android package name",
+    "lead.lead_id": "the TikTok lead id (from Leads Center or /page/lead/task/)",
+}
+
+
+def _expected(refused: Refused) -> str:
+    """What schema's table says the refused field should be, for the error's last clause."""
+    path = re.sub(r"\[\d+\]", "[]", refused.field.removeprefix("payload."))
+    field = schema.BY_PATH.get(path)
+    if refused.rule == SOURCE and refused.field == "event":
+        return f"; use one of {', '.join(WEB_EVENTS)}"
+    if field is None or refused.rule not in ("type", "value", MISSING):
+        return ""
+    if refused.rule == MISSING and path in _REQUIRED_HINTS:
+        return f"; send {_REQUIRED_HINTS[path]}"
+    fix = f"; the daemon fixes: {field.fix}" if field.fix else ""
+    return f" (TikTok's type: {_TYPE_WORDS[field.type]}{fix})"
+
+
+def _lint_field(field: str) -> str:
+    """A builder field in the lint's naming: TikTok's (``user.ip``), not the outbox's."""
+    if field == "payload" or (field.startswith("payload.") and field.count(".") == 1):
+        name = field.removeprefix("payload.")
+        return name if name in PAYLOAD_KEYS else field
+    return field.removeprefix("payload.")
 
 
 # --- columns and event ----------------------------------------------------------------------
 
 
 def _columns(document: Mapping[Any, Any]) -> Iterator[Finding]:
+    # The columns' types are the builder's to check; their names are enqueue's.
     for key in document:
         if key in COLUMNS:
             continue
@@ -239,15 +368,8 @@ def _columns(document: Mapping[Any, Any]) -> Iterator[Finding]:
             key if _quotable(key) else "document",
             f"{_key_text(key, 'column')}: enqueue refuses the event{where}. "
             f"Columns: {', '.join(COLUMNS)}",
+            ENQUEUE_UNKNOWN_COLUMN,
         )
-    for name in _TEXT_COLUMNS:
-        if name in document and not isinstance(document[name], str):
-            yield Finding(
-                ERROR,
-                name,
-                f"{name} must be a string, got {type_name(document[name])}; "
-                "enqueue refuses the event",
-            )
 
 
 def _source(value: object) -> str | None:
@@ -355,22 +477,24 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
 
 
 def _event_time(value: object, now: float, max_age_s: float) -> Iterator[Finding]:
-    # §2.2: integer Unix seconds, UTC. Absent, the daemon uses the insert time.
-    if value is None:
-        return
+    # §2.2: integer Unix seconds, UTC. Absent, the daemon uses the insert time; of another
+    # type, the builder refuses it.
+    if isinstance(value, float) and math.isfinite(value):
+        if not value.is_integer():
+            yield Finding(
+                WARNING,
+                "event_time",
+                "event_time has a fraction of a second: the daemon truncates it to whole "
+                "seconds, as TikTok takes integer Unix seconds; send an integer",
+            )
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        yield Finding(
-            ERROR,
-            "event_time",
-            f"event_time must be an integer of Unix seconds, got {type_name(value)}; "
-            "enqueue refuses the event",
-        )
         return
     if value >= MILLISECONDS_HINT:
         yield Finding(
-            ERROR,
+            WARNING,
             "event_time",
-            "event_time looks like milliseconds: the daemon would send the event as happening "
+            "event_time looks like milliseconds: the daemon sends the event as happening "
             "now, moving it away from the click it follows; divide by 1000",
         )
         return
@@ -384,15 +508,7 @@ def _event_time(value: object, now: float, max_age_s: float) -> Iterator[Finding
             "time is UTC Unix seconds",
         )
     age = now - value
-    if age > max_age_s:
-        yield Finding(
-            ERROR,
-            "event_time",
-            f"event_time is {days(age)} days old, older than FORWARDER_MAX_EVENT_AGE "
-            f"({days(max_age_s)} days): the daemon dead-letters it without sending; send "
-            "events as they happen",
-        )
-    elif age > ATTRIBUTION_WINDOW_S:
+    if ATTRIBUTION_WINDOW_S < age <= max_age_s:  # older than max_age_s, the builder refuses it
         yield Finding(
             WARNING,
             "event_time",
@@ -404,35 +520,16 @@ def _event_time(value: object, now: float, max_age_s: float) -> Iterator[Finding
 # --- payload ------------------------------------------------------------------------------
 
 
-def _payload(raw: object) -> tuple[dict[str, Any] | None, list[Finding]]:
-    """Return the payload object to inspect (None when unusable) and the findings on its keys."""
+def _payload(raw: object) -> dict[str, Any] | None:
+    """Return the payload object to inspect, or None when unusable (the builder says why)."""
     if isinstance(raw, str):
-        # Invalid JSON, or JSON that is not an object, is reported by the builder.
         try:
             raw = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError:
-            return None, []
-        if raw is not None and not isinstance(raw, dict):
-            return None, []
-    elif raw is not None and not isinstance(raw, dict):
-        message = (
-            f"payload must be a JSON object (or a string holding one), got {type_name(raw)}; "
-            "enqueue refuses the event"
-        )
-        return None, [Finding(ERROR, "payload", message)]
-    body: dict[str, Any] = raw or {}
-    findings = [
-        Finding(
-            ERROR,
-            f"payload.{key}" if _quotable(key) else "payload",
-            f"{_key_text(key, 'payload key')}: the daemon refuses the event, as an unknown key "
-            f"could carry personal data to TikTok; allowed: {', '.join(PAYLOAD_KEYS)} (event "
-            "details go under properties)",
-        )
-        for key in body
-        if key not in PAYLOAD_KEYS
-    ]
-    return body, findings
+            return None
+    if raw is not None and not isinstance(raw, dict):
+        return None
+    return raw or {}
 
 
 def _payload_contents(
@@ -451,21 +548,14 @@ def _payload_contents(
 
 
 def _user(user: dict[str, Any], region: str | None) -> Iterator[Finding]:
-    for key in user:
-        if key not in USER_KEYS:
-            yield Finding(
-                ERROR,
-                f"user.{key}" if _quotable(key) else "user",
-                f"{_key_text(key, 'user key')}: the daemon refuses the event, as it could carry "
-                f"personal data; allowed: {', '.join(USER_KEYS)}",
-            )
+    # Unknown keys and wrong types are the builder's to refuse.
     for key in HASHED_LIST_KEYS + HASHED_SCALAR_KEYS:
         for field, raw in _strings(user.get(key), f"user.{key}"):
             yield from _identifier(key, field, raw, region)
     for key in PLAIN_KEYS:
         value = user.get(key)
         if not isinstance(value, str):
-            continue  # a wrong type is refused by the builder
+            continue
         if not value.strip():
             yield Finding(
                 WARNING,
@@ -479,6 +569,32 @@ def _user(user: dict[str, Any], region: str | None) -> Iterator[Finding]:
                 f"user.{key} looks hashed, but TikTok needs it raw (§6) and cannot match a "
                 "hash of it; send the value as the browser or device gave it",
             )
+        elif key == "ip" and not _public(value.strip()):
+            yield Finding(
+                WARNING,
+                "user.ip",
+                "user.ip is not a public address (a private, loopback or link-local one, such "
+                "as a proxy's): TikTok matches on the public IP of the device (§2.3); send the "
+                "client's address (e.g. from X-Forwarded-For)",
+            )
+
+
+#: Addresses a device behind a proxy or NAT is not seen from: RFC 1918, shared and unique local.
+_PRIVATE_NETWORKS = tuple(
+    ipaddress.ip_network(network)
+    for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def _public(text: str) -> bool:
+    """Whether *text* is not a private, loopback or link-local address (nor not an address)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return True  # not an address: the builder drops it and says so
+    if address.is_loopback or address.is_link_local:
+        return False
+    return not any(address in network for network in _PRIVATE_NETWORKS)
 
 
 def _strings(value: object, field: str) -> Iterator[tuple[str, str]]:
@@ -520,10 +636,10 @@ def _identifier(key: str, field: str, raw: str, region: str | None) -> Iterator[
             )
         else:
             yield Finding(
-                ERROR,
+                WARNING,
                 field,
                 f"{field} looks like {digest} hash: TikTok needs SHA-256 of the normalised "
-                f"value and this can match nobody; {fix}",
+                f"value, so the daemon drops it and it can match nobody; {fix}",
             )
         return
     if hash_identifier(key, raw, region) is None:
@@ -558,13 +674,11 @@ def _digest_name(value: str) -> str | None:
 
 
 def _properties(properties: dict[str, Any]) -> Iterator[Finding]:
-    # §2.4. A wrong type TikTok would reject (40002) is an error; a weak signal is a warning.
+    # §2.4. A wrong type or value is the builder's to refuse; a weak signal is a warning here.
     value = properties.get("value")
     currency = properties.get("currency")
     if value is not None:
-        if not _is_number(value):
-            yield _not_a_number("properties.value", value, "the order total")
-        elif value < 0:
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             yield Finding(
                 WARNING,
                 "properties.value",
@@ -578,15 +692,17 @@ def _properties(properties: dict[str, Any]) -> Iterator[Finding]:
                 "properties.value has no currency: TikTok cannot report it as revenue; add "
                 "properties.currency (ISO 4217, e.g. USD)",
             )
-    if currency is not None:
-        yield from _currency(currency)
     contents = properties.get("contents")
     if isinstance(contents, list):
         for index, item in enumerate(contents):
-            if isinstance(item, dict):
-                yield from _content(item, f"properties.contents[{index}]")
-        content_type = properties.get("content_type")
-        if contents and content_type is None:
+            if isinstance(item, dict) and item.get("content_id") is None:
+                yield Finding(
+                    WARNING,
+                    f"properties.contents[{index}].content_id",
+                    f"properties.contents[{index}] has no content_id: TikTok cannot match the "
+                    "item to your catalog; send the sku_id (or item_group_id) as a string",
+                )
+        if contents and properties.get("content_type") is None:
             yield Finding(
                 WARNING,
                 "properties.content_type",
@@ -594,90 +710,6 @@ def _properties(properties: dict[str, Any]) -> Iterator[Finding]:
                 'ids to match your catalog; TikTok recommends "product" (content_type: '
                 '"product" when content_id is the sku_id)',
             )
-        elif content_type is not None and content_type not in CONTENT_TYPES:
-            yield Finding(
-                WARNING,
-                "properties.content_type",
-                'properties.content_type must be "product" (content_id is the sku_id) or '
-                '"product_group" (item_group_id); other values do not match the catalog',
-            )
-
-
-def _currency(currency: object) -> Iterator[Finding]:
-    if not isinstance(currency, str):
-        yield Finding(
-            ERROR,
-            "properties.currency",
-            f"properties.currency must be an ISO 4217 code string, got {type_name(currency)}; "
-            "TikTok rejects the request",
-        )
-        return
-    if currency in CURRENCIES:
-        return
-    code = currency.strip().upper()
-    hint = (
-        f"write it as {code}"
-        if code in CURRENCIES
-        else "convert the value to a supported currency, e.g. USD or EUR"
-    )
-    yield Finding(
-        ERROR,
-        "properties.currency",
-        f"properties.currency is not one of the {len(CURRENCIES)} upper-case ISO 4217 codes "
-        f"TikTok supports: TikTok cannot report this revenue; {hint}",
-    )
-
-
-def _content(item: dict[str, Any], field: str) -> Iterator[Finding]:
-    content_id = item.get("content_id")
-    if content_id is None:
-        yield Finding(
-            WARNING,
-            f"{field}.content_id",
-            f"{field} has no content_id: TikTok cannot match the item to your catalog; send "
-            "the sku_id (or item_group_id) as a string",
-        )
-    elif not isinstance(content_id, str):
-        yield Finding(
-            ERROR,
-            f"{field}.content_id",
-            f"{field}.content_id must be a string, got {type_name(content_id)}: TikTok "
-            'rejects the request (40002 "Not a valid string"); quote it, e.g. "1077218"',
-        )
-    price = item.get("price")
-    if price is not None and not _is_number(price):
-        yield _not_a_number(f"{field}.price", price, "the unit price")
-    quantity = item.get("quantity")
-    if quantity is not None and (isinstance(quantity, bool) or not isinstance(quantity, int)):
-        yield Finding(
-            WARNING,
-            f"{field}.quantity",
-            f"{field}.quantity should be a whole number, got {type_name(quantity)}: TikTok "
-            "may ignore it; send an integer such as 2",
-        )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _not_a_number(field: str, value: object, what: str) -> Finding:
-    if isinstance(value, str) and _is_numeric_text(value):
-        problem = f'{field} is a number in a string: send it as a JSON number (12.5, not "12.5")'
-    else:
-        problem = (
-            f"{field} must be a number ({what}, no currency symbol or thousands separator), "
-            f"got {type_name(value)}"
-        )
-    return Finding(ERROR, field, f"{problem}; the daemon refuses the event (TikTok would too)")
-
-
-def _is_numeric_text(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _sale_value(properties: dict[str, Any], name: str) -> Iterator[Finding]:
@@ -691,44 +723,68 @@ def _sale_value(properties: dict[str, Any], name: str) -> Iterator[Finding]:
 
 
 def _context(source: str, body: dict[str, Any]) -> Iterator[Finding]:
-    # §2.2: page is required for web events and app for app events. Neither is refused by the
-    # builder, and no source shows TikTok rejecting their absence, so both are warnings.
-    for wanted, key, sub in (("web", "page", "url"), ("app", "app", "app_id")):
-        container = body.get(key)
-        if source != wanted or not (container is None or isinstance(container, dict)):
+    # §2.2: page.url is required for web events, yet no source shows TikTok rejecting an event
+    # without it (schema.WARN_IF_ABSENT), so the builder sends it and this is a warning.
+    page = body.get("page")
+    if source not in schema.BY_PATH["page.url"].required or not (
+        page is None or isinstance(page, dict)
+    ):
+        return
+    url = (page or {}).get("url")
+    if not (isinstance(url, str) and url.strip()):
+        yield Finding(
+            WARNING,
+            "page.url",
+            f"{source} event without page.url: TikTok's docs require it (§2.2) and use it for "
+            "matching and diagnostics; send the full page URL (location.href, with its query "
+            "string, where ttclid is)",
+        )
+
+
+def _fixed(
+    document: Mapping[str, Any], body: dict[str, Any] | None, built: Built
+) -> Iterator[Finding]:
+    """A warning for each field the builder had to fix (schema's "fix"), never quoting it.
+
+    A fixed event_time is _event_time's to report (a fraction, or a time in the future).
+    """
+    if body is None:
+        return
+    for key in ("properties", "page", "app", "ad", "lead", "user"):
+        given, sent = body.get(key), built.event.get(key)
+        if isinstance(given, dict) and isinstance(sent, dict):
+            yield from _fixed_fields(given, sent, key)
+
+
+def _fixed_fields(given: dict[str, Any], sent: dict[str, Any], where: str) -> Iterator[Finding]:
+    for key, value in given.items():
+        if key not in sent:
             continue
-        value = (container or {}).get(sub)
-        field = f"{key}.{sub}"
-        if value is not None and not isinstance(value, str):
-            yield Finding(
-                ERROR,
-                field,
-                f"{field} must be a string, got {type_name(value)}; TikTok rejects the request",
-            )
-        elif not (value and value.strip()):
-            what = (
-                "the full page URL (location.href, with its query string, where ttclid is)"
-                if key == "page"
-                else "the App Store id or the Android package name"
-            )
-            yield Finding(
-                WARNING,
-                field,
-                f"{source} event without {field}: TikTok's docs require it (§2.2) and use it "
-                f"for matching and diagnostics; send {what}",
-            )
+        path = f"{where}.{key}"
+        field = schema.BY_PATH.get(re.sub(r"\[\d+\]", "[]", path))
+        if field is None or field.type.startswith("hashed"):
+            continue  # a custom property, or an identifier the builder hashes
+        out = sent[key]
+        if isinstance(value, list) and isinstance(out, list) and len(value) == len(out):
+            for index, (item, sent_item) in enumerate(zip(value, out, strict=True)):
+                if isinstance(item, dict) and isinstance(sent_item, dict):
+                    yield from _fixed_fields(item, sent_item, f"{path}[{index}]")
+                elif type(item) is not type(sent_item) or item != sent_item:
+                    yield _fix_warning(f"{path}[{index}]", field.fix)
+        elif type(value) is not type(out) or value != out:
+            yield _fix_warning(path, field.fix)
+
+
+def _fix_warning(path: str, fix: str) -> Finding:
+    return Finding(
+        WARNING,
+        path,
+        f"{path} was normalised by the daemon ({fix}) and is sent so; write it that way, as "
+        "the Pixel and other senders of the same event may not",
+    )
 
 
 # --- match keys ---------------------------------------------------------------------------
-
-
-def _raw_match_keys(user: object) -> frozenset[str]:
-    # Only when the builder refused the event: the keys as written, before any drop.
-    if not isinstance(user, dict):
-        return _NO_KEYS
-    return frozenset(
-        key for key in MATCH_KEYS if any(raw.strip() for _, raw in _strings(user.get(key), key))
-    )
 
 
 def _match_keys(keys: frozenset[str], source: str | None) -> Iterator[Finding]:
@@ -767,7 +823,8 @@ def _match_keys(keys: frozenset[str], source: str | None) -> Iterator[Finding]:
 def _row(document: Mapping[str, Any], now: float) -> OutboxRow:
     """The outbox row ``forwarder enqueue`` would insert for *document*."""
     raw = document.get("payload", "{}")
-    if isinstance(raw, dict):
+    if not isinstance(raw, str):
+        # enqueue writes any other JSON value as its JSON text, which the builder then reads.
         try:
             raw = orjson.dumps(raw).decode()
         except TypeError:  # orjson.JSONEncodeError; only from a non-JSON Python object

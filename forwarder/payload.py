@@ -1,16 +1,42 @@
-"""Turn one outbox row into one TikTok event: validate, normalise, hash, apply consent."""
+"""Turn one outbox row into one TikTok event: validate, normalise, hash, apply consent.
+
+What each field of TikTok's event must be, how it is fixed and what a wrong value costs is
+``forwarder.schema``'s table; this module applies it (and ``forwarder.lint`` reports what it
+refuses).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any, NamedTuple
 
 import orjson
 import phonenumbers
 
+from forwarder import schema
+from forwarder.checks import (
+    AGE,
+    EVENT_SOURCES,
+    JSON,
+    MISSING,
+    OFFLINE_EVENTS,
+    SOURCE,
+    TYPE,
+    UNKNOWN_KEY,
+    VALUE,
+    Invalid,
+    check_att_status,
+    check_boolean,
+    normalize_gaid,
+    normalize_idfa,
+    normalize_ip,
+    type_name,
+)
 from forwarder.events import OutboxRow
 
 #: The closed set of ``Refused.code`` values.
@@ -20,12 +46,9 @@ TOO_OLD = "too_old"
 GRANTED = "granted"
 DENIED = "denied"
 
-#: tiktok-events-api.md §2.1: the ``event_source`` values TikTok accepts.
-EVENT_SOURCES = ("web", "app", "offline", "crm")
 DEFAULT_EVENT_SOURCE = "web"
 
 #: docs/contract.md: the keys an application may put in ``payload``.
-_LIMITED_DATA_SOURCES = frozenset({"web", "app"})
 PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
 #: §2.2: objects passed through to TikTok as given, in the order they are sent.
 _OBJECT_KEYS = ("properties", "page", "app", "ad", "lead")
@@ -61,11 +84,32 @@ _USER_KEY_SET = frozenset(USER_KEYS)
 _HASHED_LIST = "hashed list"
 _HASHED_SCALAR = "hashed scalar"
 _PLAIN = "plain"
+_NORMALIZED = "normalized"  # sent raw once normalised, dropped when that fails
+_CHECKED = "checked"  # sent raw once checked, refused when wrong
 _USER_KINDS = {
     **dict.fromkeys(HASHED_LIST_KEYS, _HASHED_LIST),
     **dict.fromkeys(HASHED_SCALAR_KEYS, _HASHED_SCALAR),
     **dict.fromkeys(PLAIN_KEYS, _PLAIN),
+    **dict.fromkeys(("ip", "idfa", "gaid"), _NORMALIZED),
+    "att_status": _CHECKED,
 }
+#: schema's user rows whose fix is more than "as given": the normaliser, and why it gave None.
+_PLAIN_NORMALIZERS: dict[str, tuple[Callable[[str], str | None], str]] = {
+    "ip": (normalize_ip, "not an IPv4 or IPv6 address"),
+    "idfa": (normalize_idfa, "empty"),
+    "gaid": (normalize_gaid, "empty"),
+}
+#: schema: the user keys TikTok documents for each event_source; the others are not sent.
+_USER_KEYS_FOR = {source: schema.user_keys(source) for source in EVENT_SOURCES}
+#: schema: the objects of an event in the order they are sent, with their checked fields, the
+#: sources TikTok documents them for, and their path in a reason.
+_OBJECTS = tuple(
+    (key, schema.rules(f"{key}."), schema.BY_PATH[key].sources, f"payload.{key}")
+    for key in _OBJECT_KEYS
+)
+_LIMITED_DATA_SOURCES = schema.BY_PATH["limited_data_use"].sources
+#: schema: per event_source, the (object, key) pairs an event is refused without.
+_REQUIRED = {source: schema.required(source) for source in EVENT_SOURCES}
 _CONSENT_KEY_SET = frozenset(CONSENT_KEYS)
 _CONSENT_VALUES = frozenset((GRANTED, DENIED))
 _EVENT_SOURCE_SET = frozenset(EVENT_SOURCES)
@@ -76,16 +120,6 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 #: Key names quoted back in a reason; anything else might be personal data and is not shown.
 _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-_TYPE_NAMES: dict[type, str] = {
-    type(None): "null",
-    bool: "bool",
-    int: "int",
-    float: "float",
-    str: "string",
-    list: "list",
-    dict: "object",
-    bytes: "bytes",
-}
 # isinstance() with a tuple, not a union (X | Y): on Python 3.11 a union took eight times as long,
 # and these checks run for every event.
 _JSON_TEXT_TYPES = (str, bytes, bytearray, memoryview)
@@ -137,18 +171,31 @@ class Built(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class Refused:
-    """A row that must not be sent; *reason* names the field and never holds its value."""
+    """A row that must not be sent; *reason* names the field and never holds its value.
+
+    The reason starts with the reason code, ``[code/rule]`` (e.g. ``[malformed/value]``), which
+    ``forwarder check --payload`` reports for the same row; *rule* is one of checks.RULES.
+    """
 
     row_id: int
     code: str  # MALFORMED or TOO_OLD
     reason: str
+    rule: str = ""
+    field: str = ""  # the column or payload path it is about, e.g. "payload.properties.value"
+
+    @property
+    def reason_code(self) -> str:
+        """``code/rule``, e.g. ``malformed/type``: a closed set, stable across releases."""
+        return f"{self.code}/{self.rule}"
 
 
-class _Malformed(Exception):
-    """The row cannot be sent as written; the message is the Refused reason."""
+def _refused(row_id: int, code: str, error: Invalid) -> Refused:
+    return Refused(row_id, code, f"[{code}/{error.rule}] {error}", error.rule, error.field)
 
 
 _sha256 = hashlib.sha256
+_new_tuple = tuple.__new__
+_typed = schema.typed
 
 
 def sha256_hex(value: str) -> str:
@@ -255,8 +302,8 @@ def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     """Build the TikTok event for *row*, or say why it must not be sent."""
     try:
         return _build(row, opts, now)
-    except _Malformed as error:
-        return Refused(row.id, MALFORMED, str(error))
+    except Invalid as error:
+        return _refused(row.id, MALFORMED, error)
 
 
 def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
@@ -275,13 +322,24 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
         value.strip() if type(value) is str else _optional_text(value, "event_source")
     ) or DEFAULT_EVENT_SOURCE
     if source not in _EVENT_SOURCE_SET:
-        raise _Malformed(f"event_source must be one of {', '.join(EVENT_SOURCES)}")
+        raise Invalid(
+            VALUE, "event_source", f"event_source must be one of {', '.join(EVENT_SOURCES)}"
+        )
+    if source == "offline" and event not in OFFLINE_EVENTS:
+        raise Invalid(
+            SOURCE,
+            "event",
+            "event is not a standard event name (names are case-sensitive), and an offline "
+            "event set accepts standard events only",
+        )
     value = row.pixel_code
     pixel = (
         value.strip() if type(value) is str else _optional_text(value, "pixel_code")
     ) or opts.default_pixel.strip()
     if not pixel:
-        raise _Malformed("no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code")
+        raise Invalid(
+            MISSING, "pixel_code", "no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code"
+        )
     # §7.2: a test code sends the event to the Test Events tab instead of real traffic.
     value = row.test_event_code
     test_code = (
@@ -293,7 +351,17 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
         event_time = value
     else:
         event_time = _event_time(value, row.created_at, now, warnings)
-    payload = _parse_payload(row.payload)
+    raw = row.payload
+    if type(raw) is str and raw:
+        # _parse_payload, inlined for the usual JSON text; it gives the reasons otherwise.
+        try:
+            payload = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            payload = _parse_payload(raw)
+        if type(payload) is not dict or not payload.keys() <= _PAYLOAD_KEY_SET:
+            payload = _parse_payload(raw)
+    else:
+        payload = _parse_payload(raw)
     consent = payload.get("consent")
     if consent is None:
         ad_user_data = ad_personalization = opts.consent_default
@@ -305,24 +373,43 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     user_value = payload.get("user")
     if user_value is not None:
         region = opts.phone_region or None
-        user = _user(user_value, region, ad_user_data == GRANTED, warnings)
+        user = _user(user_value, region, ad_user_data == GRANTED, warnings, source)
         if user:
             out["user"] = user
-            match_keys = _match_keys(user)
-    for key in _OBJECT_KEYS:
-        value = payload.get(key)
+            # _match_keys, inlined.
+            match_keys = _MATCH_KEY_SETS.get(tuple(user)) or _match_keys(user)
+    for entry in _OBJECTS:
+        if entry[0] not in payload:
+            continue
+        key, checked, sources, where = entry
+        value = payload[key]
         if value is None:
             continue
-        if not isinstance(value, dict):
-            raise _Malformed(f"payload.{key} must be an object, got {_type_name(value)}")
-        if key == "properties":
-            _check_properties(value)
+        if type(value) is not dict:
+            raise Invalid(TYPE, where, f"{where} must be an object, got {type_name(value)}")
+        if source not in sources:
+            warnings.append(f"{key} not sent: TikTok documents it for {_names(sources)} events")
+            continue
+        # schema.typed fixes in place (the payload is this call's own). Its first loop is
+        # inlined for page, app, ad and lead, whose fields are told right by type alone.
+        if checked.simple:
+            types = checked.types
+            try:
+                for name, given in value.items():
+                    if type(given) not in types[name]:
+                        _typed(value, checked, where)
+                        break
+            except KeyError:  # a custom key
+                _typed(value, checked, where)
+        else:
+            _typed(value, checked, where)
         out[key] = value
+    required = _REQUIRED[source]
+    if required:
+        _require(out, required, source)
     limited = payload.get("limited_data_use")
-    if limited is not None and not isinstance(limited, bool):
-        raise _Malformed(
-            f"payload.limited_data_use must be true or false, got {_type_name(limited)}"
-        )
+    if limited is not None and type(limited) is not bool:
+        check_boolean(limited, "payload.limited_data_use")
     if ad_personalization == DENIED:
         limited = True  # §7.3: the sender flags limited data processing
     if limited is not None:
@@ -336,19 +423,23 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
 
     age = now - event_time
     if age > opts.max_age_s:
-        return Refused(
+        return _refused(
             row.id,
             TOO_OLD,
-            f"event_time is {_days(age)} days old, older than FORWARDER_MAX_EVENT_AGE "
-            f"({_days(opts.max_age_s)} days); TikTok would not attribute it",
+            Invalid(
+                AGE,
+                "event_time",
+                f"event_time is {_days(age)} days old, older than FORWARDER_MAX_EVENT_AGE "
+                f"({_days(opts.max_age_s)} days); TikTok would not attribute it",
+            ),
         )
-    return Built(
-        row.id,
-        _destination(source, pixel, test_code or None),
-        out,
-        match_keys,
-        tuple(warnings) if warnings else (),
-        row.created_at,
+    destination = _DESTINATIONS.get((source, pixel, test_code or None))
+    if destination is None:
+        destination = _destination(source, pixel, test_code or None)
+    # tuple.__new__ directly: Built's own __new__ is a Python function, a frame per event.
+    return _new_tuple(
+        Built,
+        (row.id, destination, out, match_keys, tuple(warnings) if warnings else (), row.created_at),
     )
 
 
@@ -379,12 +470,24 @@ def _match_keys(user: dict[str, Any]) -> frozenset[str]:
     return found
 
 
+def _require(out: dict[str, Any], required: tuple[tuple[str, str], ...], source: str) -> None:
+    for key, sub in required:
+        given = out.get(key, {}).get(sub)
+        if type(given) is not str or not given.strip():
+            raise Invalid(
+                MISSING,
+                f"payload.{key}.{sub}",
+                f"payload.{key}.{sub} is missing: TikTok requires it for {source} events",
+            )
+
+
 def _required_text(value: object, name: str, *, trim: bool = True) -> str:
     if not isinstance(value, str):
-        raise _Malformed(f"{name} must be a non-empty string, got {_type_name(value)}")
+        rule = MISSING if value is None else TYPE
+        raise Invalid(rule, name, f"{name} must be a non-empty string, got {type_name(value)}")
     text = value.strip()
     if not text:
-        raise _Malformed(f"{name} must be a non-empty string, got an empty one")
+        raise Invalid(MISSING, name, f"{name} must be a non-empty string, got an empty one")
     return text if trim else value
 
 
@@ -392,8 +495,12 @@ def _optional_text(value: object, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise _Malformed(f"{name} must be a string or NULL, got {_type_name(value)}")
+        raise Invalid(TYPE, name, f"{name} must be a string or NULL, got {type_name(value)}")
     return value.strip() or None
+
+
+def _names(sources: frozenset[str]) -> str:
+    return " and ".join(source for source in EVENT_SOURCES if source in sources)
 
 
 def _event_time(value: object, created_at: float, now: float, warnings: list[str]) -> int:
@@ -401,11 +508,17 @@ def _event_time(value: object, created_at: float, now: float, warnings: list[str
     if value is None:
         seconds = int(created_at)
     elif isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
-        raise _Malformed(f"event_time must be an integer of Unix seconds, got {_type_name(value)}")
+        raise Invalid(
+            TYPE,
+            "event_time",
+            f"event_time must be an integer of Unix seconds, got {type_name(value)}",
+        )
     elif isinstance(value, float):
-        if not value.is_integer():
-            raise _Malformed("event_time must be whole Unix seconds, got a fractional number")
-        seconds = int(value)
+        if not math.isfinite(value):
+            raise Invalid(
+                VALUE, "event_time", "event_time must be Unix seconds, got NaN or infinity"
+            )
+        seconds = int(value)  # schema: a fraction of a second is truncated, as TikTok wants seconds
     else:
         seconds = value
     if seconds > now:
@@ -421,23 +534,27 @@ def _parse_payload(raw: object) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, _JSON_TEXT_TYPES):
-        raise _Malformed(f"payload must be JSON text, got {_type_name(raw)}")
+        raise Invalid(TYPE, "payload", f"payload must be JSON text, got {type_name(raw)}")
     if len(raw) == 0:
         return {}
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
-        raise _Malformed(
-            f"payload is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+        raise Invalid(
+            JSON,
+            "payload",
+            f"payload is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from None
     if not isinstance(data, dict):
-        raise _Malformed(f"payload must be a JSON object, got {_type_name(data)}")
+        raise Invalid(JSON, "payload", f"payload must be a JSON object, got {type_name(data)}")
     if not data.keys() <= _PAYLOAD_KEY_SET:
         for key in data:
             if key not in _PAYLOAD_KEY_SET:
                 # An unknown key could carry raw personal data to TikTok, so it is refused.
-                raise _Malformed(
-                    f"payload has {_unknown_key(key)}; allowed: {', '.join(PAYLOAD_KEYS)}"
+                raise Invalid(
+                    UNKNOWN_KEY,
+                    _key_path("payload", key),
+                    f"payload has {_unknown_key(key)}; allowed: {', '.join(PAYLOAD_KEYS)}",
                 )
     return data
 
@@ -448,46 +565,55 @@ def _consent(value: object, default: str) -> tuple[str, str]:
     if value is None:
         return default, default
     if not isinstance(value, dict):
-        raise _Malformed(f"payload.consent must be an object, got {_type_name(value)}")
+        raise Invalid(
+            TYPE, "payload.consent", f"payload.consent must be an object, got {type_name(value)}"
+        )
     for key, given in value.items():
         if key not in _CONSENT_KEY_SET:
-            raise _Malformed(
-                f"payload.consent has {_unknown_key(key)}; allowed: {', '.join(CONSENT_KEYS)}"
+            raise Invalid(
+                UNKNOWN_KEY,
+                _key_path("payload.consent", key),
+                f"payload.consent has {_unknown_key(key)}; allowed: {', '.join(CONSENT_KEYS)}",
             )
         if given is not None and (not isinstance(given, str) or given not in _CONSENT_VALUES):
-            raise _Malformed(f"payload.consent.{key} must be 'granted' or 'denied'")
+            rule = VALUE if isinstance(given, str) else TYPE
+            where = f"payload.consent.{key}"
+            raise Invalid(rule, where, f"{where} must be 'granted' or 'denied'")
     return value.get("ad_user_data") or default, value.get("ad_personalization") or default
 
 
-def _user(value: object, region: str | None, personal: bool, warnings: list[str]) -> dict[str, Any]:
+def _user(
+    value: object, region: str | None, personal: bool, warnings: list[str], source: str
+) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _Malformed(f"payload.user must be an object, got {_type_name(value)}")
-    if not value.keys() <= _USER_KEY_SET:
-        for key in value:
-            if key not in _USER_KEY_SET:
-                # Privacy: an unknown key could hold raw personal data, so it is never forwarded.
-                raise _Malformed(
-                    f"payload.user has {_unknown_key(key)}; allowed: {', '.join(USER_KEYS)}"
-                )
-    user: dict[str, Any] = {}
+        raise Invalid(
+            TYPE, "payload.user", f"payload.user must be an object, got {type_name(value)}"
+        )
+    if not value.keys() <= _USER_KEYS_FOR[source]:
+        value = _user_for_source(value, source, warnings)
+    # The user object is this call's own (parsed from the row): it is sent as it is changed
+    # here, in place, its keys in the order given; what is not sent goes at the end.
+    unsent: list[str] | None = None
     for key, given in value.items():
         if given is None:
+            unsent = _also(unsent, key)
             continue
         kind = _USER_KINDS[key]
         if kind is _PLAIN:
             if not isinstance(given, str):
-                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
+                raise _not_a_string(key, given)
             if not personal and key in PERSONAL_KEYS:
-                continue
-            if not given.strip():
+                unsent = _also(unsent, key)
+            elif not given.strip():
                 warnings.append(f"user.{key} dropped: empty")
-                continue
-            user[key] = given  # §6 "Never hash": sent as given
+                unsent = _also(unsent, key)
+            # otherwise §6 "Never hash": sent as given
         elif kind is _HASHED_LIST:
             if isinstance(given, str):
                 # One identifier, the usual case: what _hash_list does for a list of one,
                 # with _hash inlined.
                 if not personal:
+                    unsent = _also(unsent, key)
                     continue
                 stripped = given.strip()
                 if not stripped:
@@ -495,45 +621,119 @@ def _user(value: object, region: str | None, personal: bool, warnings: list[str]
                 elif len(stripped) == 64 and _HEX64.fullmatch(stripped):
                     hashed = stripped.lower()
                 else:
-                    normalized = _NORMALIZERS[key](given, region)
+                    if key == "external_id":
+                        normalized: str | None = given  # §6: hashed as given
+                    elif key == "email":
+                        # _normalize_email, inlined.
+                        normalized = stripped.lower()
+                        local, at, domain = normalized.rpartition("@")
+                        if not (at and local and domain):
+                            normalized = None
+                    else:
+                        normalized = normalize_phone(given, region)
                     hashed = (
                         None if normalized is None else _sha256(normalized.encode()).hexdigest()
                     )
                 if hashed is None:
                     warnings.append(f"user.{key} dropped: {_why_invalid(key, given, region)}")
+                    unsent = _also(unsent, key)
                 else:
-                    user[key] = [hashed]
+                    value[key] = [hashed]
                 continue
             items = _string_list(given, key)
-            if not personal:
-                continue
-            hashes = _hash_list(key, given, items, region, warnings)
+            hashes = _hash_list(key, given, items, region, warnings) if personal else None
             if hashes:
-                user[key] = hashes  # §2.3 / §6: sent as a list of hashes
+                value[key] = hashes  # §2.3 / §6: sent as a list of hashes
+            else:
+                unsent = _also(unsent, key)
+        elif kind is _NORMALIZED:
+            # schema: ip, idfa and gaid are sent raw but normalised; unreadable, dropped.
+            if not isinstance(given, str):
+                raise _not_a_string(key, given)
+            if not personal and key in PERSONAL_KEYS:
+                unsent = _also(unsent, key)
+                continue
+            if key == "ip":
+                # normalize_ip's first step, inlined: most addresses are sent as given.
+                try:
+                    inet_pton(AF_INET6 if ":" in given else AF_INET, given)
+                    continue
+                except OSError:
+                    pass
+            normalize, why = _PLAIN_NORMALIZERS[key]
+            normalized = normalize(given)
+            if normalized is None:
+                warnings.append(f"user.{key} dropped: {why if given.strip() else 'empty'}")
+                unsent = _also(unsent, key)
+            else:
+                value[key] = normalized
+        elif kind is _CHECKED:
+            value[key] = check_att_status(given, f"payload.user.{key}")
         else:
             if not isinstance(given, str):
-                raise _Malformed(f"payload.user.{key} must be a string, got {_type_name(given)}")
-            if not personal:
-                continue
-            hashed = hash_identifier(key, given, region)
+                raise _not_a_string(key, given)
+            hashed = hash_identifier(key, given, region) if personal else None
             if hashed is None:
-                warnings.append(f"user.{key} dropped: empty")
+                if personal:
+                    warnings.append(f"user.{key} dropped: empty")
+                unsent = _also(unsent, key)
             else:
-                user[key] = hashed
-    return user
+                value[key] = hashed
+    if unsent is not None:
+        for key in unsent:
+            del value[key]
+    return value
+
+
+def _also(keys: list[str] | None, key: str) -> list[str]:
+    if keys is None:
+        return [key]
+    keys.append(key)
+    return keys
+
+
+def _user_for_source(value: dict[str, Any], source: str, warnings: list[str]) -> dict[str, Any]:
+    """*value* without the keys TikTok documents for other sources; refuse unknown keys."""
+    for key in value:
+        if key not in _USER_KEY_SET:
+            # Privacy: an unknown key could hold raw personal data, so it is never forwarded.
+            raise Invalid(
+                UNKNOWN_KEY,
+                _key_path("payload.user", key),
+                f"payload.user has {_unknown_key(key)}; allowed: {', '.join(USER_KEYS)}",
+            )
+    allowed = _USER_KEYS_FOR[source]
+    kept: dict[str, Any] = {}
+    for key, given in value.items():
+        if key in allowed:
+            kept[key] = given
+        elif given is not None:
+            sources = schema.BY_PATH[f"user.{key}"].sources
+            warnings.append(
+                f"user.{key} not sent: TikTok documents it for {_names(sources)} events"
+            )
+    return kept
+
+
+def _not_a_string(key: str, given: object) -> Invalid:
+    where = f"payload.user.{key}"
+    return Invalid(TYPE, where, f"{where} must be a string, got {type_name(given)}")
 
 
 def _string_list(value: object, key: str) -> list[str]:
     if isinstance(value, str):
         return [value]
+    where = f"payload.user.{key}"
     if not isinstance(value, list):
-        raise _Malformed(
-            f"payload.user.{key} must be a string or a list of strings, got {_type_name(value)}"
+        raise Invalid(
+            TYPE, where, f"{where} must be a string or a list of strings, got {type_name(value)}"
         )
     for index, item in enumerate(value):
         if not isinstance(item, str):
-            raise _Malformed(
-                f"payload.user.{key}[{index}] must be a string, got {_type_name(item)}"
+            raise Invalid(
+                TYPE,
+                f"{where}[{index}]",
+                f"{where}[{index}] must be a string, got {type_name(item)}",
             )
     return value
 
@@ -565,39 +765,15 @@ def _why_invalid(key: str, raw: str, region: str | None) -> str:
     return "empty"
 
 
-def _check_properties(properties: dict[str, Any]) -> None:
-    # §2.4: value is a plain number; contents items carry content_id as a string (40002 if not).
-    if "value" in properties:
-        value = properties["value"]
-        if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
-            raise _Malformed(f"payload.properties.value must be a number, got {_type_name(value)}")
-    if "contents" in properties:
-        contents = properties["contents"]
-        if not isinstance(contents, list):
-            raise _Malformed(
-                f"payload.properties.contents must be a list of objects, got {_type_name(contents)}"
-            )
-        for index, item in enumerate(contents):
-            if not isinstance(item, dict):
-                raise _Malformed(
-                    f"payload.properties.contents[{index}] must be an object, "
-                    f"got {_type_name(item)}"
-                )
-            if "content_id" in item and not isinstance(item["content_id"], str):
-                raise _Malformed(
-                    f"payload.properties.contents[{index}].content_id must be a string "
-                    f"(TikTok rejects numbers), got {_type_name(item['content_id'])}"
-                )
-
-
 def _unknown_key(key: str) -> str:
     if _FIELD_NAME.fullmatch(key):
         return f"unknown key {key!r}"
     return "an unknown key (not shown: it does not look like a field name)"
 
 
-def _type_name(value: object) -> str:
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
+def _key_path(where: str, key: str) -> str:
+    """The path of an unknown *key* in a Refused, or of its object when it is not quotable."""
+    return f"{where}.{key}" if _FIELD_NAME.fullmatch(key) else where
 
 
 def _days(seconds: float) -> str:

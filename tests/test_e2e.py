@@ -297,7 +297,7 @@ async def test_bad_rows_die_and_the_daemon_keeps_running(
                 {
                     "event_id": "b2",
                     "event": "Purchase",
-                    "payload": '{"properties": {"contents": [{"content_id": 7}]}}',
+                    "payload": '{"properties": {"contents": [{"content_id": [7]}]}}',
                 },
                 {"event_id": "b3", "event": "Purchase", "event_source": "fax"},
                 {"event_id": "b4", "event": "Purchase", "event_time": "yesterday"},

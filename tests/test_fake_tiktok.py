@@ -192,6 +192,22 @@ async def test_numeric_content_id_is_40002_with_index(
         ({"properties": {"value": "46"}}, "data.0.properties.value: Not a valid number"),
         ({"page": {"url": 3}}, "data.0.page.url: Not a valid string"),
         ({"limited_data_use": "no"}, "data.0.limited_data_use: Not a valid boolean"),
+        ({"properties": {"currency": "usd"}}, "data.0.properties.currency: Unsupported currency."),
+        (
+            {"properties": {"content_type": "products"}},
+            "data.0.properties.content_type: Not a valid choice",
+        ),
+        (
+            {"properties": {"contents": [{"price": "8"}]}},
+            "data.0.properties.contents.0.price: Not a valid number",
+        ),
+        (
+            {"properties": {"contents": [{"quantity": 1.5}]}},
+            "data.0.properties.contents.0.quantity: Not a valid integer",
+        ),
+        ({"properties": {"order_id": 7}}, "data.0.properties.order_id: Not a valid string"),
+        ({"app": {"app_id": 343200656}}, "data.0.app.app_id: Not a valid string"),
+        ({"lead": {"lead_id": 7131234567890123458}}, "data.0.lead.lead_id: Not a valid string"),
     ],
 )
 async def test_per_event_errors_name_the_index(
@@ -217,8 +233,38 @@ async def test_bad_event_source_and_id_messages(
     assert answer["message"] == "Invalid value for event_source_id: not a valid string."
     _, answer = await post(session, fake.url, body(event(), event_source_id=""))
     assert answer["message"] == "Invalid value for event_source_id: not a valid string."
-    _, answer = await post(session, fake.url, body(event(), event_source="crm"))
+    crm = event(lead={"lead_id": "7131234567890123458"})
+    _, answer = await post(session, fake.url, body(crm, event_source="crm"))
     assert answer["code"] == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "bad_event", "message"),
+    [
+        ("app", {}, "data.0.app: Not a valid object"),
+        (
+            "app",
+            {"app": {"app_name": "Shop"}},
+            "data.0.app.app_id: Missing data for required field.",
+        ),
+        ("crm", {"lead": {}}, "data.0.lead.lead_id: Missing data for required field."),
+        (
+            "offline",
+            {"event": "GiftCardRedeemed"},
+            "data.0.event: offline events must be standard events",
+        ),
+    ],
+)
+async def test_per_source_requirements_are_40002(
+    fake: FakeTikTok,
+    session: aiohttp.ClientSession,
+    source: str,
+    bad_event: dict[str, Any],
+    message: str,
+) -> None:
+    """An app event needs app.app_id, a crm one lead.lead_id, an offline one a standard name."""
+    _, answer = await post(session, fake.url, body(event(**bad_event), event_source=source))
+    assert (answer["code"], answer["message"]) == (40002, message)
 
 
 async def test_bad_top_level_shapes_are_40002(

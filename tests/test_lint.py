@@ -164,11 +164,11 @@ CASES: dict[str, Case] = {
     "payload not JSON": Case(web("payload", "{user:"), ERROR, "payload", "not valid JSON"),
     "payload JSON not an object": Case(web("payload", "[]"), ERROR, "payload", "JSON object"),
     "unknown payload key": Case(
-        web("payload.custom_data", {}), ERROR, "payload.custom_data", "unknown payload key"
+        web("payload.custom_data", {}), ERROR, "payload.custom_data", "unknown key 'custom_data'"
     ),
-    "unknown user key": Case(web("payload.user.fbp", "x"), ERROR, "user.fbp", "unknown user key"),
+    "unknown user key": Case(web("payload.user.fbp", "x"), ERROR, "user.fbp", "unknown key 'fbp'"),
     "unknown consent key": Case(
-        web("payload.consent.analytics", "granted"), ERROR, "consent", "unknown key"
+        web("payload.consent.analytics", "granted"), ERROR, "consent.analytics", "unknown key"
     ),
     "limited_data_use not a bool": Case(
         web("payload.limited_data_use", "yes"), ERROR, "limited_data_use", "true or false"
@@ -194,12 +194,21 @@ CASES: dict[str, Case] = {
         "event",
         "standard events only",
     ),
+    "misspelt offline": Case(
+        web2(("event_source", "offline"), ("event", "Purchse")),
+        ERROR,
+        "event",
+        "did you mean Purchase?",
+    ),
     # properties
     "value not a number": Case(
-        web("payload.properties.value", "46 USD"), ERROR, "properties.value", "must be a number"
+        web("payload.properties.value", "46 USD"), ERROR, "properties.value", "not a plain number"
+    ),
+    "value a decimal comma": Case(
+        web("payload.properties.value", "12,50"), ERROR, "properties.value", "comma"
     ),
     "value a string number": Case(
-        web("payload.properties.value", "12.5"), ERROR, "properties.value", "JSON number"
+        web("payload.properties.value", "12.5"), WARNING, "properties.value", "normalised"
     ),
     "value negative": Case(
         web("payload.properties.value", -46.0), WARNING, "properties.value", "negative"
@@ -217,19 +226,19 @@ CASES: dict[str, Case] = {
         web("payload.properties.currency", "BTC"), ERROR, "properties.currency", "ISO 4217"
     ),
     "currency lower-case": Case(
-        web("payload.properties.currency", "usd"), ERROR, "properties.currency", "as USD"
+        web("payload.properties.currency", "usd"), WARNING, "properties.currency", "upper-cased"
     ),
     "currency not a string": Case(
-        web("payload.properties.currency", 840), ERROR, "properties.currency", "string"
+        web("payload.properties.currency", 840), ERROR, "properties.currency", "got int"
     ),
     "content_id a number": Case(
         web("payload.properties.contents.0.content_id", 1077218),
-        ERROR,
+        WARNING,
         "properties.contents[0].content_id",
-        "must be a string",
+        "its digits",
     ),
-    "second content_id a number": Case(
-        web("payload.properties.contents.1.content_id", 1077219),
+    "second content_id a float": Case(
+        web("payload.properties.contents.1.content_id", 1077219.0),
         ERROR,
         "properties.contents[1].content_id",
         "must be a string",
@@ -240,15 +249,21 @@ CASES: dict[str, Case] = {
         "properties.contents[0].content_id",
         "catalog",
     ),
-    "price not a number": Case(
+    "price in a string": Case(
         web("payload.properties.contents.0.price", "8"),
+        WARNING,
+        "properties.contents[0].price",
+        "normalised",
+    ),
+    "price with a currency symbol": Case(
+        web("payload.properties.contents.0.price", "$8"),
         ERROR,
         "properties.contents[0].price",
-        "JSON number",
+        "currency symbol",
     ),
     "quantity not an int": Case(
         web("payload.properties.contents.0.quantity", 2.5),
-        WARNING,
+        ERROR,
         "properties.contents[0].quantity",
         "whole number",
     ),
@@ -260,7 +275,7 @@ CASES: dict[str, Case] = {
     ),
     "content_type unknown": Case(
         web("payload.properties.content_type", "sku"),
-        WARNING,
+        ERROR,
         "properties.content_type",
         "product_group",
     ),
@@ -268,7 +283,13 @@ CASES: dict[str, Case] = {
     "web without page": Case(web("payload.page", DROP), WARNING, "page.url", "page URL"),
     "web with blank page.url": Case(web("payload.page.url", " "), WARNING, "page.url", "§2.2"),
     "page.url not a string": Case(web("payload.page.url", 1), ERROR, "page.url", "string"),
-    "app without app_id": Case(app("payload.app", DROP), WARNING, "app.app_id", "package name"),
+    "app without app_id": Case(app("payload.app", DROP), ERROR, "app.app_id", "package name"),
+    "ttclid on an app event": Case(
+        app("payload.user.ttclid", "E.C.P.x"), WARNING, "user.ttclid", "web events"
+    ),
+    "ip with spaces": Case(web("payload.user.ip", " 203.0.113.9 "), WARNING, "user.ip", "trimmed"),
+    "ip not an address": Case(web("payload.user.ip", "unknown"), WARNING, "user.ip", "IPv4"),
+    "ip of a proxy": Case(web("payload.user.ip", "10.1.2.3"), WARNING, "user.ip", "public"),
     # event_time
     "future": Case(web("event_time", int(NOW) + 600), WARNING, "event_time", "future"),
     "older than max age": Case(
@@ -281,8 +302,8 @@ CASES: dict[str, Case] = {
         "attribution windows",
         max_age_s=90 * DAY,
     ),
-    "milliseconds": Case(web("event_time", int(NOW) * 1000), ERROR, "event_time", "milliseconds"),
-    "fractional": Case(web("event_time", NOW + 0.5), ERROR, "event_time", "integer"),
+    "milliseconds": Case(web("event_time", int(NOW) * 1000), WARNING, "event_time", "milliseconds"),
+    "fractional": Case(web("event_time", NOW - 0.5), WARNING, "event_time", "truncates"),
     "not a number": Case(web("event_time", "2025-10-09"), ERROR, "event_time", "integer"),
     # match keys
     "no match key": Case(web("payload.user", {}), WARNING, "user", "no match key"),
@@ -311,8 +332,8 @@ CASES: dict[str, Case] = {
     "upper-case SHA-256": Case(
         web("payload.user.email", EMAIL_HASH.upper()), WARNING, "user.email", "lower-case"
     ),
-    "MD5 email": Case(web("payload.user.email", [MD5_HEX]), ERROR, "user.email[0]", "SHA-256"),
-    "SHA-1 phone": Case(web("payload.user.phone", [SHA1_HEX]), ERROR, "user.phone[0]", "SHA-1"),
+    "MD5 email": Case(web("payload.user.email", [MD5_HEX]), WARNING, "user.email[0]", "SHA-256"),
+    "SHA-1 phone": Case(web("payload.user.phone", [SHA1_HEX]), WARNING, "user.phone[0]", "SHA-1"),
     "MD5-like external_id": Case(
         web("payload.user.external_id", MD5_HEX), WARNING, "user.external_id", "MD5"
     ),
@@ -370,8 +391,8 @@ def test_each_problem_is_reported(case: Case) -> None:
 def test_errors_come_first_and_all_are_reported() -> None:
     """Several problems at once are all reported, errors before warnings."""
     document = edited(CLEAN, "payload.custom_data", {"a": 1})
-    document = edited(document, "payload.properties.value", "12.5")
-    document = edited(document, "payload.properties.contents.1.content_id", 7)
+    document = edited(document, "payload.properties.value", "12,5")
+    document = edited(document, "payload.properties.contents.1.content_id", 7.5)
     document = edited(document, "event", "CompletePayment")
     findings = check(document)
     levels = [f.level for f in findings]

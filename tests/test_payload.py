@@ -51,12 +51,14 @@ PERSONAL_USER: dict[str, Any] = {
     "first_name": " Alice ",
     "last_name": "Smith",
     "zip_code": "90210-1234",
-    "idfa": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
-    "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
     "ttclid": "E.C.P.abc",
     "ip": "203.0.113.9",
 }
 NON_PERSONAL_KEYS = {"ttclid", "ip"}
+#: An app event's device identifiers, as TikTok wants them sent (§2.3).
+IDFA = "6D92078A-8246-4BA4-AE5B-76104861E7DC"
+GAID = "38400000-8cf0-11bd-b23e-10b96e40000d"
+APP = {"app": {"app_id": "com.example.shop"}}
 
 
 def make_row(**changes: object) -> OutboxRow:
@@ -284,17 +286,24 @@ def test_never_hashed_fields_stay_raw() -> None:
         "ip": "2001:DB8::1",
         "user_agent": "Mozilla/5.0 (X11; Linux x86_64)",
         "locale": "en-US",
-        "idfv": "ABCD-1234",
-        "att_status": "AUTHORIZED",
         "city": " Los Angeles ",
         "state": "CA",
         "country": "US",
-        "idfa": "6D92078A-8246-4BA4-AE5B-76104861E7DC",
-        "gaid": "38400000-8cf0-11bd-b23e-10b96e40000d",
     }
     result = built(make_row(payload=dumps({"user": plain})))
     assert result.event["user"] == plain
     assert result.match_keys == {"ttclid", "ttp", "ip", "user_agent"}
+    device = {
+        "ip": "203.0.113.9",
+        "user_agent": "MyShop/4.2 (iOS 17.5)",
+        "idfv": "ABCD-1234",
+        "att_status": "AUTHORIZED",
+        "idfa": IDFA,
+        "gaid": GAID,
+    }
+    result = built(make_row(event_source="app", payload=dumps({"user": device, **APP})))
+    assert result.event["user"] == device
+    assert result.warnings == ()
 
 
 def test_empty_plain_field_dropped_with_warning() -> None:
@@ -368,6 +377,14 @@ def test_payload_limited_data_use_passes_through() -> None:
     assert event["limited_data_use"] is False
 
 
+def test_user_data_denied_withholds_device_ids() -> None:
+    """ad_user_data denied keeps an app event's IDFA and GAID on this machine, not its IDFV."""
+    user = {"idfa": IDFA, "gaid": GAID, "idfv": "ABCD-1234"}
+    payload = {"user": user, "consent": {"ad_user_data": "denied"}, **APP}
+    event = built(make_row(event_source="app", payload=dumps(payload))).event
+    assert event["user"] == {"idfv": "ABCD-1234"}
+
+
 def test_user_data_denied_leaves_empty_user_out() -> None:
     """When consent removes every identifier, no user object is sent at all."""
     payload = {"user": {"email": RAW_EMAIL}, "consent": {"ad_user_data": "denied"}}
@@ -422,9 +439,10 @@ def test_too_old_is_refused() -> None:
     """An event older than the maximum age is refused as too_old with both ages in days."""
     result = refused(make_row(event_time=int(NOW) - 8 * DAY - 3600))
     assert result.code == "too_old"
+    assert (result.rule, result.field, result.reason_code) == ("age", "event_time", "too_old/age")
     assert result.row_id == 7
     assert result.reason == (
-        "event_time is 8 days old, older than FORWARDER_MAX_EVENT_AGE (7 days); "
+        "[too_old/age] event_time is 8 days old, older than FORWARDER_MAX_EVENT_AGE (7 days); "
         "TikTok would not attribute it"
     )
 
@@ -463,7 +481,7 @@ def test_event_source_defaults_to_web() -> None:
     """A NULL or empty event_source means web; other valid sources are kept."""
     assert built(make_row(event_source=None)).destination.event_source == "web"
     assert built(make_row(event_source="")).destination.event_source == "web"
-    assert built(make_row(event_source="crm")).destination.event_source == "crm"
+    assert built(make_row(event_source="offline")).destination.event_source == "offline"
 
 
 def test_event_name_is_trimmed_and_event_id_kept_exactly() -> None:
@@ -477,7 +495,8 @@ def test_limited_data_use_only_for_web_and_app() -> None:
     """limited_data_use is sent for web and app events, and left out (with a warning) otherwise."""
     denied = '{"consent": {"ad_personalization": "denied"}}'
     assert built(make_row(payload=denied)).event["limited_data_use"] is True
-    assert built(make_row(payload=denied, event_source="app")).event["limited_data_use"] is True
+    denied_app = dumps({"consent": {"ad_personalization": "denied"}, **APP})
+    assert built(make_row(payload=denied_app, event_source="app")).event["limited_data_use"]
     offline = built(make_row(payload=denied, event_source="offline"))
     assert "limited_data_use" not in offline.event
     assert any("limited_data_use" in w for w in offline.warnings)
@@ -499,16 +518,19 @@ def test_unknown_payload_key_refused() -> None:
     """A payload key TikTok's event does not define is refused, naming it and the allowed keys."""
     result = refused(make_row(payload=dumps({"foo": RAW_EMAIL})))
     assert result.reason == (
-        "payload has unknown key 'foo'; allowed: user, properties, page, app, ad, lead, "
-        "limited_data_use, consent"
+        "[malformed/unknown_key] payload has unknown key 'foo'; allowed: user, properties, page, "
+        "app, ad, lead, limited_data_use, consent"
     )
+    assert (result.rule, result.field) == ("unknown_key", "payload.foo")
 
 
 def test_unknown_user_key_refused() -> None:
     """A user key TikTok does not define is refused, since it could carry raw personal data."""
     result = refused(make_row(payload=dumps({"user": {"full_name": "Alice Smith"}})))
     assert result.code == "malformed"
-    assert result.reason.startswith("payload.user has unknown key 'full_name'; allowed: email,")
+    assert result.reason.startswith(
+        "[malformed/unknown_key] payload.user has unknown key 'full_name'; allowed: email,"
+    )
 
 
 def test_unknown_key_that_looks_like_data_is_not_shown() -> None:
@@ -546,8 +568,8 @@ MALFORMED_CASES: list[tuple[str, dict[str, object], str]] = [
     ("test code int", {"test_event_code": 7}, "test_event_code must be a string or NULL, got int"),
     ("time bool", {"event_time": True}, "event_time must be an integer of Unix seconds, got bool"),
     ("time str", {"event_time": "1760000000"}, "event_time must be an integer of Unix seconds"),
-    ("time fraction", {"event_time": NOW - 0.5}, "event_time must be whole Unix seconds"),
-    ("time nan", {"event_time": float("nan")}, "event_time must be whole Unix seconds"),
+    ("time nan", {"event_time": float("nan")}, "event_time must be Unix seconds, got NaN"),
+    ("time inf", {"event_time": float("inf")}, "event_time must be Unix seconds, got NaN"),
     ("payload int", {"payload": 12}, "payload must be JSON text, got int"),
     ("payload dict", {"payload": {"user": {}}}, "payload must be JSON text, got object"),
     ("payload not json", {"payload": "{user: 1}"}, "payload is not valid JSON: "),
@@ -574,9 +596,9 @@ MALFORMED_CASES: list[tuple[str, dict[str, object], str]] = [
     ("ad bool", with_payload(ad=True), "payload.ad must be an object, got bool"),
     ("lead str", with_payload(lead="x"), "payload.lead must be an object, got string"),
     (
-        "value str",
-        with_payload(properties={"value": "10.00"}),
-        "payload.properties.value must be a number, got string",
+        "value comma",
+        with_payload(properties={"value": "10,00"}),
+        "payload.properties.value is text that is not a plain number",
     ),
     (
         "value bool",
@@ -584,9 +606,9 @@ MALFORMED_CASES: list[tuple[str, dict[str, object], str]] = [
         "payload.properties.value must be a number, got bool",
     ),
     (
-        "value null",
-        with_payload(properties={"value": None}),
-        "payload.properties.value must be a number, got null",
+        "value list",
+        with_payload(properties={"value": [10]}),
+        "payload.properties.value must be a number, got list",
     ),
     (
         "contents obj",
@@ -599,9 +621,9 @@ MALFORMED_CASES: list[tuple[str, dict[str, object], str]] = [
         "payload.properties.contents[0] must be an object, got string",
     ),
     (
-        "content_id int",
-        with_payload(properties={"contents": [{"content_id": "a"}, {"content_id": 1077218}]}),
-        "payload.properties.contents[1].content_id must be a string",
+        "content_id float",
+        with_payload(properties={"contents": [{"content_id": "a"}, {"content_id": 1077218.0}]}),
+        "payload.properties.contents[1].content_id must be a string (an id), got float",
     ),
     (
         "ldu str",
@@ -649,7 +671,9 @@ def test_no_pixel_anywhere_is_refused() -> None:
     opts = BuildOptions("", "US", "granted", 7 * DAY, None)
     result = refused(make_row(pixel_code=None), opts)
     assert result.code == "malformed"
-    assert result.reason == "no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code"
+    assert result.reason == (
+        "[malformed/missing] no pixel: set TIKTOK_PIXEL_CODE or the row's pixel_code"
+    )
 
 
 def test_malformed_wins_over_too_old() -> None:
@@ -739,7 +763,7 @@ def test_event_keys_are_in_tiktok_order() -> None:
         "properties": {"value": 1},
         "user": {"ip": "203.0.113.9"},
     }
-    event = built(make_row(payload=dumps(payload))).event
+    event = built(make_row(payload=dumps(payload), event_source="app")).event
     assert list(event) == [
         "event",
         "event_time",
@@ -759,7 +783,8 @@ def test_too_old_reason_for_short_max_age() -> None:
     opts = BuildOptions("P", "US", "granted", 3600.0, None)
     result = refused(make_row(event_time=int(NOW) - 2 * 3600), opts)
     assert result.reason.startswith(
-        "event_time is 0.083 days old, older than FORWARDER_MAX_EVENT_AGE (0.042 days)"
+        "[too_old/age] event_time is 0.083 days old, older than FORWARDER_MAX_EVENT_AGE "
+        "(0.042 days)"
     )
 
 

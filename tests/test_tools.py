@@ -215,6 +215,29 @@ def test_check_payload_lint(
     assert "currency" in out and "Purchase" in out
 
 
+def test_check_payload_reads_tiktoks_request_body(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check --payload says which shape it read and shows each error's reason code by index."""
+    event = {
+        "event": "Purchase",
+        "event_id": "o-3",
+        "event_time": int(time.time()),
+        "user": {"ip": "203.0.113.7", "user_agent": "Mozilla/5.0", "ttclid": "E.C.P.x"},
+        "page": {"url": "https://shop.example/thanks"},
+        "properties": {"currency": "XXX", "value": 3},
+    }
+    body = {"event_source": "web", "event_source_id": "C4ABC", "data": [event, event]}
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(orjson.dumps(body))))
+    code, out, _ = run(capsys, "check", "--payload", "-")
+    assert code == 4
+    lines = out.splitlines()
+    assert lines[0].startswith("read as a TikTok /event/track/ request body with 2 event(s)")
+    assert lines[1].startswith("error    data[0].properties.currency [malformed/value]: ")
+    assert lines[2].startswith("error    data[1].properties.currency [malformed/value]: ")
+    assert lines[-1] == "2 error(s), 0 warning(s)"
+
+
 async def test_sent_rows_are_scrubbed_of_raw_identifiers(
     env: Path, store: SQLiteStore, session: aiohttp.ClientSession
 ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from forwarder import lint, startup
+from forwarder import shapes, startup
 from forwarder.classify import Verdict, classify, classify_transport
 from forwarder.commands import common, helptext
 from forwarder.errors import ConfigError, StoreError, TransportError
@@ -35,7 +35,8 @@ def add(sub: Any, common_options: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--payload",
         metavar="FILE",
-        help="lint one event instead (outbox columns as JSON; - for stdin)",
+        help="lint an event instead: an outbox row, a TikTok event or a whole /event/track/ "
+        "body (JSON; - for stdin)",
     )
     check.set_defaults(func=check_command)
 
@@ -126,14 +127,19 @@ def _lint_payload(settings: Settings, source: str) -> int:
     except orjson.JSONDecodeError as error:
         print(f"error    (input): not JSON: {printable(error)}")
         return common.EXIT_REFUSED
-    findings = lint.lint(
+    report = shapes.check(
         document,
         now=time.time(),
         phone_region=settings.phone_region or None,
         max_age_s=settings.max_event_age,
     )
+    print(f"read as {report.read_as}")
+    findings = report.findings
     for finding in findings:
-        print(f"{finding.level:<8} {printable(finding.field)}: {printable(finding.message)}")
+        # An error shows its reason code, the one the daemon stores in last_error.
+        code = f" [{finding.code}]" if finding.code else ""
+        field = printable(finding.field)
+        print(f"{finding.level:<8} {field}{code}: {printable(finding.message)}")
     errors = sum(1 for f in findings if f.level == "error")
     warnings = len(findings) - errors
     print(f"{errors} error(s), {warnings} warning(s)" if findings else "no problems found")

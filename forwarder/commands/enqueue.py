@@ -50,6 +50,8 @@ def _read_event(source: str) -> NewEvent:
         if name in data and not isinstance(data[name], str):
             raise ValueError(f"{name} must be a string")
     event_time = data.get("event_time")
+    if isinstance(event_time, float):
+        event_time = int(event_time)  # the builder truncates a fraction of a second too
     if event_time is not None and (isinstance(event_time, bool) or not isinstance(event_time, int)):
         raise ValueError("event_time must be an integer (Unix seconds)")
     return NewEvent(
@@ -86,7 +88,7 @@ def enqueue_event(settings: Settings, args: argparse.Namespace) -> int:
     )
     checked = payload.build(row, startup.build_options(settings), now)
     if isinstance(checked, payload.Refused):
-        print(f"forwarder: refused ({checked.code}): {printable(checked.reason)}", file=sys.stderr)
+        print(f"forwarder: refused: {printable(checked.reason)}", file=sys.stderr)
         return common.EXIT_REFUSED
     row_id, new = common.with_store(settings, lambda store: store.insert(event))
     print(row_id)

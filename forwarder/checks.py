@@ -1,0 +1,245 @@
+"""TikTok's closed lists of values, and the check of one field: its type, its fix, its refusal.
+
+Each check takes the value and the field's name (for the reason) and returns the value to send,
+the given one when it is right, or raises Invalid. ``forwarder.schema`` names, per field of
+TikTok's event, which check applies. § are to tiktok-events-api.md; S1 and S2 are the sources
+``forwarder.schema`` cites.
+"""
+
+from __future__ import annotations
+
+import re
+from socket import AF_INET, AF_INET6, inet_pton
+
+#: The verdicts for a wrong value: the row is dead-lettered, or the field is not sent.
+DEAD = "dead"
+DROP = "drop"
+
+#: The closed set of refusal rules, stored as ``[malformed/<rule>]`` (or ``[too_old/age]``).
+MISSING = "missing"  # a field TikTok requires for this event_source is absent
+TYPE = "type"  # a field of the wrong JSON type
+VALUE = "value"  # the right type, a value TikTok does not accept (an unknown currency, "12,50")
+UNKNOWN_KEY = "unknown_key"  # a key outside TikTok's schema that could carry personal data
+JSON = "json"  # the payload column is not a JSON object
+SOURCE = "source"  # not accepted for this event_source (a custom event in an offline set)
+AGE = "age"  # older than FORWARDER_MAX_EVENT_AGE (code too_old)
+RULES = (MISSING, TYPE, VALUE, UNKNOWN_KEY, JSON, SOURCE, AGE)
+
+#: §2.1 (S1 ``enum/event_source.go``): the ``event_source`` values.
+EVENT_SOURCES = ("web", "app", "offline", "crm")
+ALL = frozenset(EVENT_SOURCES)
+WEB = frozenset({"web"})
+APP = frozenset({"app"})
+WEB_APP = frozenset({"web", "app"})
+CRM = frozenset({"crm"})
+NONE: frozenset[str] = frozenset()
+
+#: §8.1 (S1 ``enum/event_type.go``): the standard web events, also offline's and CRM's.
+# fmt: off
+WEB_EVENTS = (
+    "AddPaymentInfo", "AddToCart", "AddToWishlist", "ApplicationApproval", "CompleteRegistration",
+    "Contact", "CustomizeProduct", "Download", "FindLocation", "InitiateCheckout", "Lead",
+    "Purchase", "Schedule", "Search", "StartTrial", "SubmitApplication", "Subscribe",
+    "ViewContent",
+)
+# fmt: on
+#: §8.3: the standard app events (note the casing of LaunchAPP, InAppADClick, InAppADImpr).
+# fmt: off
+APP_EVENTS = (
+    "AchieveLevel", "AddPaymentInfo", "AddToCart", "AddToWishlist", "Checkout", "CompleteTutorial",
+    "CreateGroup", "CreateRole", "GenerateLead", "InAppADClick", "InAppADImpr", "InstallApp",
+    "JoinGroup", "LaunchAPP", "LoanApplication", "LoanApproval", "LoanDisbursal", "Login",
+    "Purchase", "Rate", "Registration", "Search", "SpendCredits", "StartTrial", "Subscribe",
+    "UnlockAchievement", "ViewContent",
+)
+# fmt: on
+#: §8.2 (S7, 1 May 2025, web/offline/CRM): renamed events, auto-converted by TikTok.
+RENAMED_EVENTS = {"CompletePayment": "Purchase", "SubmitForm": "Lead"}
+#: §8.2: soft-deprecated events, supported until 2027 and then sunset, with what to use instead.
+SUNSET_EVENTS = {
+    "PlaceAnOrder": "Purchase (one Purchase per order, event_id = the order id)",
+    "ClickButton": "a standard event for what the click means (Contact, Lead, ...) or a custom one",
+}
+#: §2.2 (S1 ``Event.Event``): an offline event set takes standard events only; TikTok still
+#: converts the renamed ones and supports the soft-deprecated ones until 2027 (§8.2).
+OFFLINE_EVENTS = frozenset((*WEB_EVENTS, *RENAMED_EVENTS, *SUNSET_EVENTS))
+
+#: §2.4: the 62 ISO 4217 codes TikTok supports for properties.currency: S1 ``Properties.Currency``
+#: and S2 ``PixelProperties.md`` list the same codes (both list PHP twice).
+# fmt: off
+CURRENCIES = frozenset((
+    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY",
+    "COP", "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF",
+    "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KHR", "KRW", "KWD", "KZT", "MAD", "MOP",
+    "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG",
+    "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES",
+    "VND", "ZAR",
+))
+# fmt: on
+#: §2.4 (S1 ``Properties.ContentType``, S2 ``PixelContent.md``): sku ids or item group ids.
+CONTENT_TYPES = frozenset(("product", "product_group"))
+#: §2.3 (S1 ``User.AttStatus``): iOS App Tracking Transparency states.
+ATT_STATUSES = frozenset(("AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"))
+
+_TYPE_NAMES: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "float",
+    str: "string",
+    list: "list",
+    dict: "object",
+    bytes: "bytes",
+}
+_NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class Invalid(Exception):
+    """A field the row cannot be sent with; the message names the field, never its value."""
+
+    def __init__(self, rule: str, field: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.field = field
+
+
+def type_name(value: object) -> str:
+    """Name *value*'s JSON type as a reason shows it ("string", "object", ...)."""
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+# --- checks: each returns the value to send (the given one when it is right) or raises -------
+
+
+def check_string(value: object, field: str) -> object:
+    """A string, sent as given."""
+    if type(value) is str:
+        return value
+    raise Invalid(TYPE, field, f"{field} must be a string, got {type_name(value)}")
+
+
+def check_id(value: object, field: str) -> object:
+    """An id TikTok types as a string: a whole JSON number becomes its decimal digits."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        # Above 2^53 a JSON number loses digits in most parsers; as digits it cannot (§2.4).
+        return str(value)
+    raise Invalid(TYPE, field, f"{field} must be a string (an id), got {type_name(value)}")
+
+
+def check_number(value: object, field: str) -> object:
+    """A number; a plain decimal in a string ("23.00") becomes that number."""
+    if type(value) is int or type(value) is float:
+        return value
+    if type(value) is str:
+        text = value.strip()
+        if _NUMBER_TEXT.fullmatch(text) and len(text) <= 30:
+            return float(text) if "." in text else int(text)
+        raise Invalid(
+            VALUE,
+            field,
+            f"{field} is text that is not a plain number (digits and one '.', no currency "
+            "symbol, comma or thousands separator)",
+        )
+    raise Invalid(TYPE, field, f"{field} must be a number, got {type_name(value)}")
+
+
+def check_integer(value: object, field: str) -> object:
+    """A whole number; 2.0 and "2" become 2, while 1.5 is refused (rounding would guess)."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if type(value) is str and _INTEGER_TEXT.fullmatch(value.strip()) and len(value) <= 30:
+        return int(value.strip())
+    if type(value) is float or type(value) is str:
+        raise Invalid(VALUE, field, f"{field} must be a whole number, got a fraction or text")
+    raise Invalid(TYPE, field, f"{field} must be a whole number, got {type_name(value)}")
+
+
+def check_boolean(value: object, field: str) -> object:
+    """true or false."""
+    if type(value) is bool:
+        return value
+    raise Invalid(TYPE, field, f"{field} must be true or false, got {type_name(value)}")
+
+
+def check_currency(value: object, field: str) -> object:
+    """One of TikTok's 62 codes; trimmed and upper-cased ("usd" is USD)."""
+    if type(value) is not str:
+        raise Invalid(TYPE, field, f"{field} must be an ISO 4217 code, got {type_name(value)}")
+    code = value.strip().upper()
+    if code in CURRENCIES:
+        return code
+    raise Invalid(
+        VALUE,
+        field,
+        f"{field} is not one of the {len(CURRENCIES)} ISO 4217 codes TikTok supports "
+        "(e.g. USD, EUR); TikTok cannot report this revenue",
+    )
+
+
+def check_content_type(value: object, field: str) -> object:
+    """``product`` or ``product_group``; trimmed and lower-cased."""
+    if type(value) is not str:
+        raise Invalid(TYPE, field, f"{field} must be a string, got {type_name(value)}")
+    kind = value.strip().lower()
+    if kind in CONTENT_TYPES:
+        return kind
+    raise Invalid(
+        VALUE,
+        field,
+        f'{field} must be "product" (content_id is the sku_id) or "product_group" (item_group_id)',
+    )
+
+
+def check_ids(value: object, field: str) -> object:
+    """A list of ids (see check_id)."""
+    if type(value) is not list:
+        raise Invalid(TYPE, field, f"{field} must be a list of strings, got {type_name(value)}")
+    for index, item in enumerate(value):
+        if type(item) is not str:
+            value[index] = check_id(item, f"{field}[{index}]")
+    return value
+
+
+def check_att_status(value: object, field: str) -> object:
+    """One of the five ATT states, upper-cased; another is refused, as DENIED must not be lost."""
+    if type(value) is not str:
+        raise Invalid(TYPE, field, f"{field} must be a string, got {type_name(value)}")
+    status = value.strip().upper()
+    if status in ATT_STATUSES:
+        return status
+    raise Invalid(VALUE, field, f"{field} must be one of {', '.join(sorted(ATT_STATUSES))}")
+
+
+# --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---
+
+
+def normalize_ip(raw: str) -> str | None:
+    """Return *raw* trimmed if it is an IPv4 or IPv6 address (§2.3), else None."""
+    try:
+        inet_pton(AF_INET6 if ":" in raw else AF_INET, raw)
+        return raw
+    except OSError:
+        pass
+    stripped = raw.strip()
+    if stripped == raw or not stripped:
+        return None
+    return normalize_ip(stripped)
+
+
+def normalize_idfa(raw: str) -> str | None:
+    """Trim; a raw IDFA is upper-case, a SHA-256 of one lower-case (§2.3, §6)."""
+    idfa = raw.strip()
+    if not idfa:
+        return None
+    return idfa.lower() if len(idfa) == 64 and _HEX64.fullmatch(idfa) else idfa.upper()
+
+
+def normalize_gaid(raw: str) -> str | None:
+    """Trim and lower-case, raw or hashed (§2.3, §6)."""
+    return raw.strip().lower() or None
