@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from forwarder.store import queries
 
 SQL = queries.load("forwarder.store.sqlite")
+
 WRITE_ROWS = 200  # rows per write transaction while sharing: the lock is held ~2 ms at a time
 ALONE_ROWS = 1000  # rows per write transaction while no other connection writes
 SHARED_S = 10.0  # how long the daemon keeps making way after another connection's last commit
@@ -53,7 +54,7 @@ def _settle_future(future: asyncio.Future[Any], result: Any, error: BaseExceptio
 def connect_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
     """The daemon's writing connection to *path*, to be used from the writer's thread only.
 
-    The busy timeout is sqlite3's *timeout*; the durability is in the statement's comment.
+    *busy_timeout_ms* becomes SQLite's busy timeout through sqlite3's *timeout*.
     """
     conn = sqlite3.connect(
         path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
