@@ -53,7 +53,7 @@ def redact_url(url: str) -> str:
         return "postgresql://(unparsable URL)"
 
 
-def secrets_of(url: str) -> list[str]:
+def _secrets(url: str) -> list[str]:
     """The password of *url*, as written and decoded, wherever it is given."""
     found: list[str] = []
     try:
@@ -68,7 +68,7 @@ def secrets_of(url: str) -> list[str]:
     return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
-def describe(error: BaseException) -> str:
+def _describe(error: BaseException) -> str:
     """A one-line account of *error*: its class, SQLSTATE and the server's message.
 
     Only the primary message is used, never the DETAIL field, which may quote row values.
@@ -84,7 +84,7 @@ def describe(error: BaseException) -> str:
     return text
 
 
-def connection_broke(error: BaseException) -> bool:
+def _connection_broke(error: BaseException) -> bool:
     """Whether *error* means the connection (or the server) is gone, not the statement."""
     if isinstance(error, asyncpg.PostgresError):
         # Class 08: connection exception; 57: operator intervention (shutdown, restart).
@@ -92,7 +92,7 @@ def connection_broke(error: BaseException) -> bool:
     return True
 
 
-def count(status: str) -> int:
+def _count(status: str) -> int:
     """The row count of a command status such as ``UPDATE 3`` or ``DELETE 0``."""
     tail = status.rsplit(" ", 1)[-1]
     return int(tail) if tail.isdigit() else 0
@@ -116,7 +116,7 @@ class PostgresConnection:
         self.poll_only = poll_only
         self._connect_timeout_s = connect_timeout_s
         self._command_timeout_s = command_timeout_s
-        self._secrets = secrets_of(url)
+        self._secrets = _secrets(url)
         self._listener: Any = None
         self._listen_lock = asyncio.Lock()
         self._listen_checked = 0.0
@@ -141,7 +141,7 @@ class PostgresConnection:
         *poll_only* (PgBouncer in transaction mode): no LISTEN, and no named prepared
         statements, which such a pooler cannot keep across transactions.
         """
-        secrets = secrets_of(url)
+        secrets = _secrets(url)
         try:
             # min_size 0: no background task retrying (and logging) while the server is down;
             # connections open on demand and stay open while in use.
@@ -161,11 +161,11 @@ class PostgresConnection:
                 pool.terminate()
                 raise
         except ValueError as error:  # asyncpg's ClientConfigurationError is one too
-            detail = redact(str(error), secrets)
+            detail = _redact(str(error), secrets)
             message = f"FORWARDER_DATABASE_URL is not a valid PostgreSQL URL: {detail}"
             raise ConfigError(message) from None
         except ERRORS as error:
-            detail = redact(describe(error), secrets)
+            detail = _redact(_describe(error), secrets)
             message = f"cannot connect to PostgreSQL at {redact_url(url)}: {detail}"
             raise StoreError(message) from None
         return cls(
@@ -180,11 +180,11 @@ class PostgresConnection:
         self, action: str, error: BaseException, kind: type[StoreError] = StoreError
     ) -> StoreError:
         """A StoreError saying what failed, with no password and no row contents in it."""
-        if connection_broke(error):
+        if _connection_broke(error):
             # Every pooled connection may be as dead as this one (a server restart): replace
             # them all on their next use rather than failing once per connection.
             await self._pool.expire_connections()
-        return kind(f"PostgreSQL failed to {action}: {redact(describe(error), self._secrets)}")
+        return kind(f"PostgreSQL failed to {action}: {_redact(_describe(error), self._secrets)}")
 
     @contextlib.asynccontextmanager
     async def _connection(
@@ -200,7 +200,7 @@ class PostgresConnection:
     async def _execute(self, action: str, sql: str, *args: Any) -> int:
         """Run *sql* on a pooled connection; return the rows it changed."""
         async with self._connection(action) as conn:
-            return count(await conn.execute(sql, *args))
+            return _count(await conn.execute(sql, *args))
 
     async def _fetch(self, action: str, sql: str, *args: Any) -> list[Any]:
         """The rows *sql* gives on a pooled connection."""
@@ -265,7 +265,7 @@ def server_settings(url: str) -> dict[str, str]:
 REDACT_MIN_CHARS = 8
 
 
-def redact(detail: str, secrets: Sequence[str]) -> str:
+def _redact(detail: str, secrets: Sequence[str]) -> str:
     """*detail* (an error's text, never a URL) without the password in it."""
     for secret in secrets:
         if secret not in detail:
