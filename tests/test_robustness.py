@@ -26,9 +26,9 @@ from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.payload import BuildOptions
 from forwarder.settings import load_settings
-from forwarder.store import sqlite as sqlite_store
 from forwarder.store.base import Retry
 from forwarder.store.sqlite import SQLiteStore
+from forwarder.store.sqlite import outbox as sqlite_outbox
 from forwarder.tiktok import TRACK_PATH, TikTokClient
 from forwarder.worker import Worker, WorkerConfig
 
@@ -444,14 +444,14 @@ async def test_claim_reads_every_value_exactly(
     """A claim read as one JSON value gives every column the type and value sqlite3 reads
     (REALs to the last bit, text with NULs and quotes), and rows JSON cannot hold come whole."""
     read_as_json: list[bool] = []
-    real_read_rows = sqlite_store._read_rows
+    real_read_rows = sqlite_outbox.read_rows
 
     def spy(*args: Any) -> list[Any] | None:
         rows = real_read_rows(*args)
         read_as_json.append(rows is not None)
         return rows
 
-    monkeypatch.setattr(sqlite_store, "_read_rows", spy)
+    monkeypatch.setattr(sqlite_outbox, "read_rows", spy)
     now = time.time()
     if sharing:  # the writer's first claim reads where the file stands; the inserts come after
         assert await store.claim(10, "daemon", now, now + 60) == []

@@ -23,7 +23,7 @@ from forwarder.store import open_store
 from forwarder.store.base import Dead, DeadFilter, NewEvent, OutboxStore, Retry
 from forwarder.store.postgres import PostgresStore, redact_url
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
-from forwarder.store.sqlite_writer import GAP_MIN_S, WRITE_ROWS
+from forwarder.store.sqlite.writer import GAP_MIN_S, WRITE_ROWS
 
 from .conftest import insert as sqlite_insert
 from .helpers import purchase, wait_until

@@ -1,4 +1,9 @@
-"""Open the outbox store a database URL names."""
+"""Open the outbox store a database URL names.
+
+The interfaces and values live in ``base`` (re-exported here); each backend is a package of its
+own (``sqlite``, ``postgres``), loaded only when a URL names it, with its SQL in a named-query
+file read by ``queries``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,36 @@ import contextlib
 from pathlib import Path
 
 from forwarder.errors import ConfigError
-from forwarder.store.base import OutboxStore
+from forwarder.store.base import (
+    AdminStore,
+    Dead,
+    DeadFilter,
+    NewEvent,
+    OutboxStore,
+    ReplayRecord,
+    Retry,
+    RowDetail,
+    Store,
+    Summary,
+    WorkerStore,
+)
+
+__all__ = [
+    "AdminStore",
+    "Dead",
+    "DeadFilter",
+    "NewEvent",
+    "OutboxStore",
+    "ReplayRecord",
+    "Retry",
+    "RowDetail",
+    "Store",
+    "Summary",
+    "WorkerStore",
+    "open_store",
+    "redact_url",
+    "sqlite_path",
+]
 
 
 def sqlite_path(url: str) -> Path:
@@ -22,7 +56,7 @@ def sqlite_path(url: str) -> Path:
 
 async def open_store(
     url: str, *, busy_timeout_ms: int = 5000, poll_only: bool = False, create: bool = False
-) -> OutboxStore:
+) -> Store:
     """Connect to the database *url* names; the backend is chosen by the scheme.
 
     *busy_timeout_ms* applies to SQLite, and so does *create* (make a missing file: only

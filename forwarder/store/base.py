@@ -1,4 +1,5 @@
-"""The outbox store interface the worker and the commands use, whatever the database."""
+"""The outbox store's interfaces, whatever the database: what the worker needs (WorkerStore),
+what the commands need (AdminStore), and the values they exchange."""
 
 from __future__ import annotations
 
@@ -97,8 +98,8 @@ class ReplayRecord:
     dead_at: float | None
 
 
-class OutboxStore(Protocol):
-    """The outbox table, seen through the operations the daemon needs.
+class WorkerStore(Protocol):
+    """The outbox table as the daemon's worker and HTTP server use it.
 
     Every settling method takes the lease *owner* and touches only rows still ``inflight``
     under that owner, so a row whose lease expired and was claimed again is never overwritten.
@@ -110,10 +111,6 @@ class OutboxStore(Protocol):
     """
 
     new_rows: asyncio.Event
-
-    async def migrate(self) -> list[str]:
-        """Apply the migrations not yet applied; return their names."""
-        ...
 
     async def claim(
         self, limit: int, owner: str, now: float, lease_until: float
@@ -174,8 +171,40 @@ class OutboxStore(Protocol):
         """Return rows whose lease ran out (their daemon died) to pending."""
         ...
 
-    async def next_due_at(self) -> float | None:
-        """The earliest next_attempt_at among pending rows, or None when none is pending."""
+    async def prune_sent(self, before: float, limit: int) -> int:
+        """Delete at most *limit* rows sent before *before*; return how many."""
+        ...
+
+    async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:
+        """Record a piece of daemon state other processes read."""
+        ...
+
+    async def get_state(self, key: str) -> dict[str, Any] | None:
+        """Read one key of the daemon state (None when absent)."""
+        ...
+
+    async def summary(self, now: float) -> Summary:
+        """Counts by status, lag and recent failure codes (the daemon's metrics read them)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    async def close(self) -> None:
+        """Close the connection."""
+        ...
+
+
+class AdminStore(Protocol):
+    """The outbox table as the commands (and the daemon's start-up) use it."""
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied; return their names."""
+        ...
+
+    async def applied_migrations(self) -> list[str]:
+        """Names of the migrations applied to this database."""
         ...
 
     async def insert(self, event: NewEvent) -> tuple[int, bool]:
@@ -184,10 +213,6 @@ class OutboxStore(Protocol):
 
     async def summary(self, now: float) -> Summary:
         """Counts by status, lag and recent failure codes."""
-        ...
-
-    async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:
-        """Record a piece of daemon state other processes read."""
         ...
 
     async def dead_rows(self, where: DeadFilter) -> list[RowDetail]:
@@ -206,16 +231,8 @@ class OutboxStore(Protocol):
         """Every row with this event_id (any pixel or event name), with its replays."""
         ...
 
-    async def prune_sent(self, before: float, limit: int) -> int:
-        """Delete at most *limit* rows sent before *before*; return how many."""
-        ...
-
-    async def applied_migrations(self) -> list[str]:
-        """Names of the migrations applied to this database."""
-        ...
-
-    async def get_state(self, key: str) -> dict[str, Any] | None:
-        """Read one key of the daemon state (None when absent)."""
+    async def next_due_at(self) -> float | None:
+        """The earliest next_attempt_at among pending rows, or None when none is pending."""
         ...
 
     async def ping(self) -> None:
@@ -225,3 +242,11 @@ class OutboxStore(Protocol):
     async def close(self) -> None:
         """Close the connection."""
         ...
+
+
+class Store(WorkerStore, AdminStore, Protocol):
+    """Both: what open_store returns."""
+
+
+#: The former name of Store, kept while other code still imports it.
+OutboxStore = Store

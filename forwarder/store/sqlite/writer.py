@@ -26,6 +26,10 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from forwarder.store import queries
+
+SQL = queries.load("forwarder.store.sqlite")
+
 WRITE_ROWS = 200  # rows per write transaction while sharing: the lock is held ~2 ms at a time
 ALONE_ROWS = 1000  # rows per write transaction while no other connection writes
 SHARED_S = 10.0  # how long the daemon keeps making way after another connection's last commit
@@ -48,15 +52,15 @@ def _settle_future(future: asyncio.Future[Any], result: Any, error: BaseExceptio
 
 
 def connect_writer(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
-    """The daemon's writing connection to *path*, to be used from the writer's thread only."""
+    """The daemon's writing connection to *path*, to be used from the writer's thread only.
+
+    *busy_timeout_ms* becomes SQLite's busy timeout through sqlite3's *timeout*.
+    """
     conn = sqlite3.connect(
         path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False
     )
     try:
-        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-        # WAL + NORMAL: a commit survives a crash of the daemon; a power cut may undo the last
-        # "sent" marks, which only resends events TikTok deduplicates by event_id.
-        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(SQL["synchronous_normal"])
     except BaseException:
         conn.close()
         raise
@@ -67,13 +71,13 @@ def in_transaction(work: Callable[[sqlite3.Connection], _T]) -> Callable[[sqlite
     """*work* wrapped in one write transaction, for the writer's thread."""
 
     def call(conn: sqlite3.Connection) -> _T:
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(SQL["begin_immediate"])
         try:
             result = work(conn)
-            conn.execute("COMMIT")
+            conn.execute(SQL["commit"])
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                conn.execute(SQL["rollback"])
             raise
         return result
 
@@ -125,7 +129,7 @@ class Writer:
     def sharing(self) -> bool:
         """Whether another connection has committed within the last ``SHARED_S`` (on the
         writer's thread)."""
-        (version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        (version,) = self._conn.execute(SQL["data_version"]).fetchone()
         now = time.monotonic()
         if version != self._data_version:
             if self._data_version is not None:  # the first reading is only a baseline
