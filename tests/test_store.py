@@ -423,6 +423,28 @@ async def test_mark_sent_replaces_payloads(backend: Backend) -> None:
 
 
 @pytest.mark.parametrize("scrub", [False, True])
+async def test_mark_sent_keeps_notes_as_last_error(backend: Backend, scrub: bool) -> None:
+    """A note given for a row (what was sent with a warning) becomes its last_error; the other
+    rows' last_error is cleared."""
+    await backend.insert(_events(3))
+    now = time.time()
+    ids = sorted(r.id for r in await backend.store.claim(3, OWNER, now, now + 30))
+    await backend.store.reschedule(
+        [Retry(i, now) for i in ids], OWNER, "50000", "old failure", None, True, now
+    )
+    ids = sorted(r.id for r in await backend.store.claim(3, OWNER, now + 1, now + 30))
+    payloads = ["{}"] * 3 if scrub else None
+    notes = {ids[1]: "user.phone dropped: not a valid number"}
+    assert await backend.store.mark_sent(ids, OWNER, "0", "r", now + 1, payloads, notes) == 3
+    rows = await backend.query("SELECT id, status, last_error FROM tiktok_outbox ORDER BY id")
+    assert rows == [
+        (ids[0], "sent", None),
+        (ids[1], "sent", "user.phone dropped: not a valid number"),
+        (ids[2], "sent", None),
+    ]
+
+
+@pytest.mark.parametrize("scrub", [False, True])
 @pytest.mark.parametrize("request_id", ["r-1", None])
 async def test_mark_sent_retried_counts_rows_an_earlier_try_marked(
     backend: Backend, scrub: bool, request_id: str | None

@@ -4,7 +4,7 @@ what the commands need (AdminStore), and the values they exchange."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -126,10 +126,12 @@ class WorkerStore(Protocol):
         request_id: str | None,
         now: float,
         payloads: Sequence[str] | None = None,
+        notes: Mapping[int, str] | None = None,
     ) -> int:
         """Mark rows sent (TikTok accepted them); count an attempt; return how many changed.
 
-        *payloads*, parallel to *ids*, replace the stored payloads (raw identifiers scrubbed).
+        *payloads*, parallel to *ids*, replace the stored payloads (raw identifiers scrubbed);
+        *notes*, by id, become last_error (what was sent with a warning), else it is NULL.
         The same call made again (same *now*, *request_id* and *code*: a retried settle) counts
         the rows an earlier try already marked, without counting their attempt twice.
         """

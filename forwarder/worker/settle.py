@@ -101,9 +101,16 @@ class Settler:
         shared, items, ids = self.shared, batch.items, batch.row_ids()
         # Keep what was sent (hashed identifiers), not the raw e-mail addresses and phones.
         scrubbed = [item.stored() for item in items] if shared.config.scrub else None
+        # What was sent with a warning (an identifier dropped, a field not carried over) stays
+        # on the row, so "why did this match worse" has an answer in the outbox itself.
+        notes = {
+            item.built.row_id: "; ".join(item.built.warnings)
+            for item in items
+            if item.built.warnings
+        }
         changed = await shared.calls.settle(
             lambda: shared.store.mark_sent(
-                ids, shared.owner, outcome.code, outcome.request_id, now, scrubbed
+                ids, shared.owner, outcome.code, outcome.request_id, now, scrubbed, notes
             )
         )
         if changed != len(items):

@@ -7,7 +7,7 @@ every settle is guarded by ``status = 'inflight' AND lease_owner = owner`` as on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -37,11 +37,22 @@ class PostgresOutbox(PostgresListen):
         request_id: str | None,
         now: float,
         payloads: Sequence[str] | None = None,
+        notes: Mapping[int, str] | None = None,
     ) -> int:
-        """Mark *ids* sent in one statement, replacing their payloads if given."""
+        """Mark *ids* sent in one statement, replacing their payloads if given; *notes* (by
+        id) are kept as the rows' last_error."""
+        given = notes or {}
+        parallel = [given.get(row_id) for row_id in ids]
         if payloads is None:
             return await self._execute(
-                "mark rows sent", SQL["mark_sent"], list(ids), owner, code, request_id, now
+                "mark rows sent",
+                SQL["mark_sent"],
+                list(ids),
+                owner,
+                code,
+                request_id,
+                now,
+                parallel,
             )
         if len(payloads) != len(ids):
             raise ValueError("payloads must be parallel to ids")
@@ -54,6 +65,7 @@ class PostgresOutbox(PostgresListen):
             code,
             request_id,
             now,
+            parallel,
         )
 
     async def reschedule(

@@ -57,26 +57,28 @@ RETURNING t.id, t.event_id, t.event, t.event_time, t.payload, t.pixel_code, t.ev
           t.test_event_code, t.attempts, t.created_at
 
 -- name: mark_sent
--- Mark the rows $1 sent (TikTok accepted them) and count their attempt.
+-- Mark the rows $1 sent (TikTok accepted them) and count their attempt; $6, parallel to $1,
+-- holds a note for the rows whose event was sent with a warning (kept as last_error).
 -- A row this very settle already marked (same sent_at, request and code) matches again and
 -- keeps its one attempt: a retried settle whose commit went through but whose answer was lost
 -- counts those rows as marked, not as leases lost.
-UPDATE tiktok_outbox
-   SET status = 'sent', attempts = attempts + (status = 'inflight')::int, sent_at = $5,
-       updated_at = $5, last_code = $3, last_error = NULL, request_id = $4,
+UPDATE tiktok_outbox AS t
+   SET status = 'sent', attempts = t.attempts + (t.status = 'inflight')::int, sent_at = $5,
+       updated_at = $5, last_code = $3, last_error = s.note, request_id = $4,
        lease_owner = NULL, lease_until = NULL
- WHERE id = ANY($1::bigint[])
-   AND (status = 'inflight' AND lease_owner = $2
-        OR status = 'sent' AND sent_at = $5 AND request_id IS NOT DISTINCT FROM $4
-           AND last_code = $3)
+  FROM unnest($1::bigint[], $6::text[]) AS s(id, note)
+ WHERE t.id = s.id
+   AND (t.status = 'inflight' AND t.lease_owner = $2
+        OR t.status = 'sent' AND t.sent_at = $5 AND t.request_id IS NOT DISTINCT FROM $4
+           AND t.last_code = $3)
 
 -- name: mark_sent_scrubbed
--- The same as mark_sent, replacing each payload; ids $1 and payloads $2 are parallel.
+-- The same as mark_sent, replacing each payload; ids $1, payloads $2 and notes $7 are parallel.
 UPDATE tiktok_outbox AS t
    SET status = 'sent', attempts = t.attempts + (t.status = 'inflight')::int, sent_at = $6,
-       updated_at = $6, last_code = $4, last_error = NULL, request_id = $5,
+       updated_at = $6, last_code = $4, last_error = s.note, request_id = $5,
        lease_owner = NULL, lease_until = NULL, payload = s.payload
-  FROM unnest($1::bigint[], $2::text[]) AS s(id, payload)
+  FROM unnest($1::bigint[], $2::text[], $7::text[]) AS s(id, payload, note)
  WHERE t.id = s.id
    AND (t.status = 'inflight' AND t.lease_owner = $3
         OR t.status = 'sent' AND t.sent_at = $6 AND t.request_id IS NOT DISTINCT FROM $5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -14,7 +14,7 @@ from forwarder.errors import StoreError
 from forwarder.events import OutboxRow
 from forwarder.store.base import Dead, Retry
 from forwarder.store.sqlite.connection import SQL, SQLiteConnection
-from forwarder.store.sqlite.rows import as_json, fetch, read_rows
+from forwarder.store.sqlite.rows import as_json, fetch, keyed, read_rows
 from forwarder.store.sqlite.writer import WRITE_ROWS, Statement, chunks, in_transaction
 
 CLAIM_READS = 3  # due ids read again at most this often when another claimer took some
@@ -51,6 +51,27 @@ class SQLiteOutbox(SQLiteConnection):
             action,
             lambda size: ((sql, {**params, "ids": as_json(chunk)}) for chunk in chunks(ids, size)),
         )
+
+    async def _write_keyed(
+        self,
+        action: str,
+        sql: str,
+        values: Sequence[tuple[int, Any]],
+        params: dict[str, Any],
+        notes: Mapping[int, str] | None = None,
+    ) -> int:
+        """Run *sql* for *values*, passed as the JSON object ``:rows`` of id → value, and
+        *notes* of the same ids as ``:notes``, a few rows at a time."""
+        if not values:
+            return 0
+        notes = notes or {}
+
+        def statements(size: int) -> Iterator[tuple[str, dict[str, Any]]]:
+            for chunk in chunks(values, size):
+                given = {row_id: notes[row_id] for row_id, _ in chunk if row_id in notes}
+                yield sql, {**params, "rows": keyed(chunk), "notes": keyed(given.items())}
+
+        return await self._write(action, statements)
 
     async def _write_rows(
         self, action: str, sql: str, rows: Sequence[tuple[Any, ...]], params: dict[str, Any]
@@ -147,15 +168,26 @@ class SQLiteOutbox(SQLiteConnection):
         request_id: str | None,
         now: float,
         payloads: Sequence[str] | None = None,
+        notes: Mapping[int, str] | None = None,
     ) -> int:
-        """Mark *ids* sent, replacing their payloads if given."""
+        """Mark *ids* sent, replacing their payloads if given; *notes* (by id) are kept as
+        the rows' last_error."""
         params = {"owner": owner, "code": code, "request_id": request_id, "now": now}
         if payloads is None:
-            return await self._write_ids("mark rows sent", SQL["mark_sent"], ids, params)
+            if not notes:
+                return await self._write_ids(
+                    "mark rows sent", SQL["mark_sent"], ids, {**params, "notes": "{}"}
+                )
+            marks = [(row_id, None) for row_id in ids]
+            return await self._write_keyed(
+                "mark rows sent", SQL["mark_sent_by_key"], marks, params, notes
+            )
         if len(ids) != len(payloads):
             raise ValueError(f"{len(ids)} ids but {len(payloads)} payloads")
         rows = list(zip(ids, payloads, strict=True))
-        return await self._write_rows("mark rows sent", SQL["mark_sent_scrubbed"], rows, params)
+        return await self._write_keyed(
+            "mark rows sent", SQL["mark_sent_scrubbed"], rows, params, notes
+        )
 
     async def reschedule(
         self,
@@ -168,7 +200,7 @@ class SQLiteOutbox(SQLiteConnection):
         now: float,
     ) -> int:
         """Return rows to pending, each with its own next attempt time."""
-        return await self._write_rows(
+        return await self._write_keyed(
             "reschedule rows",
             SQL["reschedule"],
             [(r.row_id, r.next_attempt_at) for r in retries],

@@ -149,44 +149,61 @@ SELECT json_group_array(json_array(
 -- === The worker's settles ===================================================================
 
 -- name: mark_sent
--- Mark the rows :ids sent (TikTok accepted them) and count their attempt.
+-- Mark the rows :ids sent (TikTok accepted them) and count their attempt; :notes is
+-- {"id": note} for the rows whose event was sent with a warning (kept as last_error).
 -- A row this very settle already marked (same sent_at, request and code) matches again and
 -- keeps its one attempt: the worker retries a settle whose later transaction failed, and the
 -- rows of its earlier, committed ones are then counted as marked, not as leases lost.
 UPDATE tiktok_outbox
    SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = :now,
-       updated_at = :now, last_code = :code, last_error = NULL, request_id = :request_id,
+       updated_at = :now, last_code = :code, request_id = :request_id,
+       last_error = json_extract(:notes, '$."' || id || '"'),
        lease_owner = NULL, lease_until = NULL
  WHERE id IN (SELECT value FROM json_each(:ids))
    AND (status = 'inflight' AND lease_owner = :owner
         OR status = 'sent' AND sent_at = :now AND request_id IS :request_id
            AND last_code = :code)
 
--- name: mark_sent_scrubbed
--- The same as mark_sent, replacing each payload: :rows is [[id, payload], ...].
+-- name: mark_sent_by_key
+-- The same as mark_sent, for rows given as :rows {"id": null, ...} with their :notes.
 UPDATE tiktok_outbox
    SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = :now,
-       updated_at = :now, last_code = :code, last_error = NULL, request_id = :request_id,
-       lease_owner = NULL, lease_until = NULL, payload = json_extract(scrubbed.value, '$[1]')
+       updated_at = :now, last_code = :code, request_id = :request_id,
+       last_error = json_extract(:notes, '$."' || tiktok_outbox.id || '"'),
+       lease_owner = NULL, lease_until = NULL
+  FROM json_each(:rows) AS marked
+ WHERE tiktok_outbox.id = CAST(marked.key AS INTEGER)
+   AND (status = 'inflight' AND lease_owner = :owner
+        OR status = 'sent' AND sent_at = :now AND request_id IS :request_id
+           AND last_code = :code)
+
+-- name: mark_sent_scrubbed
+-- The same as mark_sent, replacing each payload: :rows is {"id": payload, ...} (an object,
+-- not an array of pairs: json_each then gives each payload as text, parsed once).
+UPDATE tiktok_outbox
+   SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = :now,
+       updated_at = :now, last_code = :code, request_id = :request_id,
+       last_error = json_extract(:notes, '$."' || tiktok_outbox.id || '"'),
+       lease_owner = NULL, lease_until = NULL, payload = scrubbed.value
   FROM json_each(:rows) AS scrubbed
- WHERE tiktok_outbox.id = json_extract(scrubbed.value, '$[0]')
+ WHERE tiktok_outbox.id = CAST(scrubbed.key AS INTEGER)
    AND (status = 'inflight' AND lease_owner = :owner
         OR status = 'sent' AND sent_at = :now AND request_id IS :request_id
            AND last_code = :code)
 
 -- name: reschedule
--- Return rows to pending, each due at its own time: :rows is [[id, next_attempt_at], ...].
+-- Return rows to pending, each due at its own time: :rows is {"id": next_attempt_at, ...}.
 -- "updated_at <= :now": while sharing the file a reschedule is several transactions, and when
 -- a later one fails the worker retries the whole call; rows of an earlier one may have been
 -- claimed again meanwhile (a claim sets updated_at to its own, later, time) and are not this
 -- call's to reschedule.
 UPDATE tiktok_outbox
    SET status = 'pending', attempts = attempts + :attempt,
-       next_attempt_at = json_extract(due.value, '$[1]'),
+       next_attempt_at = due.value,
        last_code = :code, last_error = :message, request_id = :request_id, updated_at = :now,
        lease_owner = NULL, lease_until = NULL
   FROM json_each(:rows) AS due
- WHERE tiktok_outbox.id = json_extract(due.value, '$[0]')
+ WHERE tiktok_outbox.id = CAST(due.key AS INTEGER)
    AND status = 'inflight' AND lease_owner = :owner AND updated_at <= :now
 
 -- name: mark_dead
