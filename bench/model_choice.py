@@ -29,7 +29,7 @@ import orjson
 from build import rows
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictFloat, StrictInt, StrictStr
 
-from forwarder import checks, schema
+from forwarder.tiktok import checks, schema
 
 
 def _fix(check: Callable[[object, str], object], name: str) -> BeforeValidator:

@@ -28,8 +28,8 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 
-from forwarder import phones
-from forwarder.payload import normalize_phone
+from forwarder.tiktok import phones
+from forwarder.tiktok.build import normalize_phone
 
 REGION = "GB"
 SHAPES = ("intl_dashes", "intl_bracketed", "national_gb")

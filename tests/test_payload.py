@@ -10,7 +10,7 @@ import phonenumbers
 import pytest
 
 from forwarder.events import OutboxRow
-from forwarder.payload import (
+from forwarder.tiktok.build import (
     BuildOptions,
     Built,
     Destination,

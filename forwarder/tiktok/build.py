@@ -18,13 +18,12 @@ from typing import Any, NamedTuple
 import orjson
 import phonenumbers
 
-from forwarder import schema
-from forwarder.checks import (
+from forwarder.events import OutboxRow
+from forwarder.tiktok import schema
+from forwarder.tiktok.checks import (
     AGE,
-    EVENT_SOURCES,
     JSON,
     MISSING,
-    OFFLINE_EVENTS,
     SOURCE,
     TYPE,
     UNKNOWN_KEY,
@@ -37,7 +36,14 @@ from forwarder.checks import (
     normalize_ip,
     type_name,
 )
-from forwarder.events import OutboxRow
+from forwarder.tiktok.spec import (
+    EVENT_SOURCES,
+    HASHED_LIST_KEYS,
+    HASHED_SCALAR_KEYS,
+    OFFLINE_EVENTS,
+    PLAIN_KEYS,
+    USER_KEYS,
+)
 
 #: The closed set of ``Refused.code`` values.
 MALFORMED = "malformed"
@@ -53,26 +59,6 @@ PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data
 #: §2.2: objects passed through to TikTok as given, in the order they are sent.
 _OBJECT_KEYS = ("properties", "page", "app", "ad", "lead")
 
-#: §2.3 and §6: identifiers hashed with SHA-256 and sent as a list of hashes.
-HASHED_LIST_KEYS = ("email", "phone", "external_id")
-#: §2.3 and §6: identifiers hashed with SHA-256 and sent as one hash.
-HASHED_SCALAR_KEYS = ("first_name", "last_name", "zip_code")
-#: §2.3 and §6 "Never hash": sent as the application gave them.
-PLAIN_KEYS = (
-    "ttclid",
-    "ttp",
-    "ip",
-    "user_agent",
-    "locale",
-    "idfv",
-    "att_status",
-    "city",
-    "state",
-    "country",
-    "idfa",
-    "gaid",
-)
-USER_KEYS = HASHED_LIST_KEYS + HASHED_SCALAR_KEYS + PLAIN_KEYS
 #: The user keys reported in ``Built.match_keys`` (match-key coverage for the marketer).
 MATCH_KEYS = frozenset(("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agent"))
 #: docs/contract.md: what ``ad_user_data: denied`` keeps on this machine.

@@ -20,16 +20,15 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from forwarder.checks import EVENT_SOURCES, MISSING, TYPE, VALUE, type_name
-from forwarder.lint import ERROR, WARNING, Finding, lint
-from forwarder.payload import DEFAULT_EVENT_SOURCE, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS
+from forwarder.tiktok.build import DEFAULT_EVENT_SOURCE
+from forwarder.tiktok.checks import MISSING, TYPE, VALUE, type_name
+from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.spec import EVENT_SOURCES, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS, MAX_EVENTS
 
 OUTBOX_ROW = "outbox row"
 TIKTOK_EVENT = "TikTok event"
 TIKTOK_REQUEST = "TikTok request"
 
-#: §3.1: at most 1,000 events per request, or TikTok rejects the whole request.
-MAX_EVENTS = 1000
 #: The keys an outbox row has and a TikTok event has not (event_source is the request's, §2.1).
 _ROW_ONLY = frozenset(("payload", "pixel_code", "event_source", "test_event_code"))
 #: The objects of a TikTok event (§2.2), which a row holds inside payload.

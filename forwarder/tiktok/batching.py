@@ -8,10 +8,9 @@ from typing import NamedTuple
 
 import orjson
 
-from forwarder.payload import Built, Destination
+from forwarder.tiktok.build import Built, Destination
+from forwarder.tiktok.spec import MAX_EVENTS
 
-#: tiktok-events-api.md §3.1: at most 1,000 events per request (S1, S4).
-MAX_EVENTS = 1000
 #: The keys payload.build puts first in every event; they are outbox columns, not payload.
 ENVELOPE = ("event", "event_time", "event_id")
 _ENVELOPE_KEYS = frozenset(ENVELOPE)

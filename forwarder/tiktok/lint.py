@@ -32,57 +32,40 @@ from typing import Any
 
 import orjson
 
-from forwarder import schema
-from forwarder.checks import (
-    AGE,
-    APP_EVENTS,
-    CONTENT_TYPES,
-    CURRENCIES,
-    EVENT_SOURCES,
-    MISSING,
-    RENAMED_EVENTS,
-    SOURCE,
-    SUNSET_EVENTS,
-    UNKNOWN_KEY,
-    WEB_EVENTS,
-    type_name,
-)
 from forwarder.events import OutboxRow
+from forwarder.tiktok import schema
 
 # The builder's private helpers are reused on purpose, so that the lint and the builder agree
 # on which key names may be quoted, when an event_time is milliseconds and how ages read.
-from forwarder.payload import _FIELD_NAME as FIELD_NAME
-from forwarder.payload import _MILLISECONDS_HINT as MILLISECONDS_HINT
-from forwarder.payload import (
+from forwarder.tiktok.build import _FIELD_NAME as FIELD_NAME
+from forwarder.tiktok.build import _MILLISECONDS_HINT as MILLISECONDS_HINT
+from forwarder.tiktok.build import (
     CONSENT_KEYS,
     DEFAULT_EVENT_SOURCE,
-    HASHED_LIST_KEYS,
-    HASHED_SCALAR_KEYS,
     PAYLOAD_KEYS,
-    PLAIN_KEYS,
     TOO_OLD,
-    USER_KEYS,
     BuildOptions,
     Built,
     Refused,
     build,
     hash_identifier,
 )
-from forwarder.payload import _days as days
+from forwarder.tiktok.build import _days as days
+from forwarder.tiktok.checks import AGE, MISSING, SOURCE, UNKNOWN_KEY, type_name
+from forwarder.tiktok.spec import (
+    APP_EVENTS,
+    CURRENCIES,
+    EVENT_SOURCES,
+    HASHED_LIST_KEYS,
+    HASHED_SCALAR_KEYS,
+    PLAIN_KEYS,
+    RENAMED_EVENTS,
+    SUNSET_EVENTS,
+    USER_KEYS,
+    WEB_EVENTS,
+)
 
-__all__ = [
-    "APP_EVENTS",
-    "COLUMNS",
-    "CONTENT_TYPES",
-    "CURRENCIES",
-    "ERROR",
-    "RENAMED_EVENTS",
-    "SUNSET_EVENTS",
-    "WARNING",
-    "WEB_EVENTS",
-    "Finding",
-    "lint",
-]
+__all__ = ["COLUMNS", "ERROR", "WARNING", "Finding", "lint"]
 
 ERROR = "error"
 WARNING = "warning"

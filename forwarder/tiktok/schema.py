@@ -28,13 +28,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from forwarder.checks import (
+from forwarder.tiktok.checks import (
     ALL,
     APP,
-    ATT_STATUSES,
-    CONTENT_TYPES,
     CRM,
-    CURRENCIES,
     DEAD,
     DROP,
     NONE,
@@ -53,6 +50,7 @@ from forwarder.checks import (
     check_string,
     type_name,
 )
+from forwarder.tiktok.spec import ATT_STATUSES, CONTENT_TYPES, CURRENCIES
 
 Check = Callable[[object, str], object]
 

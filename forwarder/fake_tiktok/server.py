@@ -10,7 +10,6 @@ control endpoints. It only ever listens on loopback.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import collections
 import contextlib
@@ -18,8 +17,6 @@ import dataclasses
 import ipaddress
 import itertools
 import re
-import signal
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,16 +27,16 @@ from typing import Any, Final, TypeGuard
 import orjson
 from aiohttp import web
 
-from forwarder.checks import CONTENT_TYPES, CURRENCIES, OFFLINE_EVENTS
+from forwarder.tiktok.spec import (
+    CONTENT_TYPES,
+    CURRENCIES,
+    EVENT_SOURCES,
+    MAX_EVENTS,
+    OFFLINE_EVENTS,
+    TRACK_PATH,
+)
+from forwarder.tiktok.spec import HASHED_LIST_KEYS as HASHED_USER_FIELDS
 
-#: tiktok-events-api.md §1: the consolidated Events API 2.0 endpoint.
-TRACK_PATH: Final = "/open_api/v1.3/event/track/"
-#: tiktok-events-api.md §3.1: at most 1,000 events per request, else the whole request fails.
-MAX_EVENTS: Final = 1000
-#: tiktok-events-api.md §2.1: the accepted values of the top-level ``event_source``.
-EVENT_SOURCES: Final = frozenset({"web", "app", "offline", "crm"})
-#: tiktok-events-api.md §2.3/§6: user fields that must arrive SHA-256 hashed.
-HASHED_USER_FIELDS: Final = ("email", "phone", "external_id")
 #: tiktok-events-api.md §2.3: user fields sent raw, which must still be strings.
 PLAIN_USER_FIELDS: Final = ("ttclid", "ttp", "ip", "user_agent")
 #: Body code under which dropped connections and raw (non-JSON-envelope) answers are counted.
@@ -743,59 +740,3 @@ def _scripted_from_json(item: Any) -> Scripted:
     if isinstance(fields.get("body"), str):
         fields["body"] = fields["body"].encode()
     return Scripted(**fields)
-
-
-# -- command line -------------------------------------------------------------------------------
-
-
-async def _serve(host: str, port: int, token: str, latency_s: float, print_events: bool) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGTERM, signal.SIGINT)
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        async with FakeTikTok(
-            token=token, latency_s=latency_s, host=host, port=port, print_events=print_events
-        ) as fake:
-            print(f"fake-tiktok listening on {fake.url}", flush=True)
-            await stop.wait()
-    finally:
-        for signum in signals:
-            loop.remove_signal_handler(signum)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the fake until SIGTERM/SIGINT; print one ``listening on URL`` line once bound."""
-    parser = argparse.ArgumentParser(
-        prog="python -m forwarder.fake_tiktok",
-        description="A fake TikTok Events API server (loopback only), for tests and demos.",
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port, 0 picks a free one (default 0)")
-    parser.add_argument("--token", default="test-token", help="the expected Access-Token")
-    parser.add_argument(
-        "--latency-ms", type=float, default=0.0, help="added to every answer (default 0)"
-    )
-    parser.add_argument(
-        "--print-events", action="store_true", help="print one line per accepted request"
-    )
-    args = parser.parse_args(argv)
-    try:
-        host = loopback_host(args.host)
-    except ValueError as error:
-        parser.error(str(error))  # exits with status 2
-    if args.latency_ms < 0 or not 0 <= args.port <= 65535:
-        parser.error("--latency-ms must be >= 0 and --port within 0..65535")
-    try:
-        return asyncio.run(
-            _serve(host, args.port, args.token, args.latency_ms / 1000, args.print_events)
-        )
-    except OSError as error:
-        print(f"fake-tiktok: cannot listen on {host}:{args.port}: {error}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
