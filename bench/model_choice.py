@@ -29,7 +29,7 @@ import orjson
 from build import rows
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictFloat, StrictInt, StrictStr
 
-from forwarder.tiktok import checks, schema
+from forwarder.tiktok import checks, normalise, schema
 
 
 def _fix(check: Callable[[object, str], object], name: str) -> BeforeValidator:
@@ -44,7 +44,7 @@ ContentType = Annotated[StrictStr, _fix(checks.check_content_type, "content_type
 
 
 def _ip(value: object) -> object:
-    return checks.normalize_ip(value) if isinstance(value, str) else value
+    return normalise.normalize_ip(value) if isinstance(value, str) else value
 
 
 class Content(BaseModel):
@@ -95,7 +95,7 @@ def tables(payload: dict[str, Any]) -> None:
     """What the builder runs for the same fields."""
     schema.typed(payload["properties"], schema.PROPERTY_RULES, "payload.properties")
     schema.typed(payload["page"], schema.PAGE_RULES, "payload.page")
-    checks.normalize_ip(payload["user"]["ip"])
+    normalise.normalize_ip(payload["user"]["ip"])
 
 
 def best_us(

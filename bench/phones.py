@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from forwarder.tiktok import phones
-from forwarder.tiktok.build import normalize_phone
+from forwarder.tiktok.normalise import normalize_phone
 
 REGION = "GB"
 SHAPES = ("intl_dashes", "intl_bracketed", "national_gb")

@@ -21,8 +21,10 @@ from hypothesis import strategies as st
 from forwarder.events import OutboxRow
 from forwarder.fake_tiktok.server import _validate
 from forwarder.tiktok import checks, schema, spec
-from forwarder.tiktok.build import USER_KEYS, BuildOptions, Built, build, sha256_hex
+from forwarder.tiktok.build import BuildOptions, Built, build
 from forwarder.tiktok.lint import ERROR, lint
+from forwarder.tiktok.normalise import sha256_hex
+from forwarder.tiktok.spec import USER_KEYS
 
 NOW = 1_760_000_000.0
 MAX_AGE = 7 * 86400.0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
 from forwarder.tiktok import phones
-from forwarder.tiktok.build import normalize_phone
+from forwarder.tiktok.normalise import normalize_phone
 from forwarder.tiktok.phones import PhoneHashCache, normalise_phone, normalise_phone_strict
 
 #: The corpus' regions: national formats are parsed with these; international ones without any.

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from forwarder.tiktok.build import sha256_hex
 from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.normalise import sha256_hex
 from forwarder.tiktok.shapes import (
     OUTBOX_ROW,
     TIKTOK_EVENT,

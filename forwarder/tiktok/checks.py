@@ -3,13 +3,13 @@
 Each check takes the value and the field's name (for the reason) and returns the value to send,
 the given one when it is right, or raises Invalid. ``forwarder.tiktok.schema`` names, per field
 of TikTok's event, which check applies; the closed lists of values the checks test against are
-``forwarder.tiktok.spec``'s. § are to tiktok-events-api.md.
+``forwarder.tiktok.spec``'s. The wording refusals share (a type's name, an unknown key, a list of
+sources, an age in days) is here too. § are to tiktok-events-api.md.
 """
 
 from __future__ import annotations
 
 import re
-from socket import AF_INET, AF_INET6, inet_pton
 
 from forwarder.tiktok.spec import ATT_STATUSES, CONTENT_TYPES, CURRENCIES, EVENT_SOURCES
 
@@ -45,9 +45,11 @@ _TYPE_NAMES: dict[type, str] = {
     dict: "object",
     bytes: "bytes",
 }
+#: Key names quoted back in a reason; anything else might be personal data and is not shown.
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_DAY = 86400.0
 _NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Invalid(Exception):
@@ -62,6 +64,29 @@ class Invalid(Exception):
 def type_name(value: object) -> str:
     """Name *value*'s JSON type as a reason shows it ("string", "object", ...)."""
     return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def unknown_key(key: str) -> str:
+    """Name an unknown *key* in a reason: quoted when it looks like a field name, else not."""
+    if FIELD_NAME.fullmatch(key):
+        return f"unknown key {key!r}"
+    return "an unknown key (not shown: it does not look like a field name)"
+
+
+def key_path(where: str, key: str) -> str:
+    """The path of an unknown *key* in a Refused, or of its object when it is not quotable."""
+    return f"{where}.{key}" if FIELD_NAME.fullmatch(key) else where
+
+
+def source_names(sources: frozenset[str]) -> str:
+    """Name *sources* for a reason, in EVENT_SOURCES' order: "web and app"."""
+    return " and ".join(source for source in EVENT_SOURCES if source in sources)
+
+
+def days(seconds: float) -> str:
+    """*seconds* in days for a reason: "7", "1.5", "0.25"."""
+    count = seconds / _DAY
+    return f"{round(count, 1):g}" if count >= 1 else f"{count:.2g}"
 
 
 # --- checks: each returns the value to send (the given one when it is right) or raises -------
@@ -168,32 +193,3 @@ def check_att_status(value: object, field: str) -> object:
     if status in ATT_STATUSES:
         return status
     raise Invalid(VALUE, field, f"{field} must be one of {', '.join(sorted(ATT_STATUSES))}")
-
-
-# --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---
-
-
-def normalize_ip(raw: str) -> str | None:
-    """Return *raw* trimmed if it is an IPv4 or IPv6 address (§2.3), else None."""
-    try:
-        inet_pton(AF_INET6 if ":" in raw else AF_INET, raw)
-        return raw
-    except OSError:
-        pass
-    stripped = raw.strip()
-    if stripped == raw or not stripped:
-        return None
-    return normalize_ip(stripped)
-
-
-def normalize_idfa(raw: str) -> str | None:
-    """Trim; a raw IDFA is upper-case, a SHA-256 of one lower-case (§2.3, §6)."""
-    idfa = raw.strip()
-    if not idfa:
-        return None
-    return idfa.lower() if len(idfa) == 64 and _HEX64.fullmatch(idfa) else idfa.upper()
-
-
-def normalize_gaid(raw: str) -> str | None:
-    """Trim and lower-case, raw or hashed (§2.3, §6)."""
-    return raw.strip().lower() or None

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from forwarder.tiktok.build import DEFAULT_EVENT_SOURCE
+from forwarder.tiktok.build_row import DEFAULT_EVENT_SOURCE
 from forwarder.tiktok.checks import MISSING, TYPE, VALUE, type_name
 from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
 from forwarder.tiktok.spec import EVENT_SOURCES, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS, MAX_EVENTS
