@@ -12,7 +12,8 @@ import pytest
 
 from forwarder import metrics
 from forwarder.commands import enqueue
-from forwarder.tiktok.lint import COLUMNS, ERROR, WARNING, Finding, lint
+from forwarder.tiktok.build_row import COLUMNS
+from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
 from forwarder.tiktok.normalise import sha256_hex
 from forwarder.tiktok.spec import APP_EVENTS, CURRENCIES, RENAMED_EVENTS, SUNSET_EVENTS, WEB_EVENTS
 

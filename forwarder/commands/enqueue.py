@@ -18,7 +18,7 @@ from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store.base import NewEvent
 from forwarder.tiktok.build import Refused, build
-from forwarder.tiktok.lint import COLUMNS
+from forwarder.tiktok.build_row import COLUMNS
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:

@@ -28,6 +28,16 @@ GRANTED = "granted"
 DENIED = "denied"
 #: docs/contract.md: the event_source of a row that names none.
 DEFAULT_EVENT_SOURCE = "web"
+#: docs/contract.md: the outbox columns an event is given as (``forwarder enqueue`` takes these).
+COLUMNS = (
+    "event_id",
+    "event",
+    "event_time",
+    "payload",
+    "pixel_code",
+    "event_source",
+    "test_event_code",
+)
 #: docs/contract.md: the keys an application may put in ``payload``.
 PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
 #: docs/contract.md: the keys of ``payload.consent``.

@@ -80,7 +80,7 @@ def user_object(
         value = _user_for_source(value, source, warnings)
     # The object is this call's own (parsed from the row): changed in place and sent, keys in
     # the order given, the unsent removed at the end. Per event, the usual cases run inline: a
-    # plain key, one identifier (_hash_list's work for a list of one) and an ip address.
+    # plain key, one identifier (_hash_list for a list of one), an ip normalize_ip keeps as is.
     unsent: list[str] | None = None
     for key, given in value.items():
         kind = _USER_KINDS[key]
@@ -115,7 +115,6 @@ def user_object(
             if personal:
                 warnings.append(f"user.{key} dropped: {_why_invalid(key, given, region)}")
         elif key == "ip" and isinstance(given, str):
-            # normalize_ip's first step, inlined: most addresses are sent as given.
             try:
                 inet_pton(AF_INET6 if ":" in given else AF_INET, given)
                 continue
