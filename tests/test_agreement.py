@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from forwarder.events import OutboxRow
-from forwarder.fake_tiktok.server import _validate
+from forwarder.fake_tiktok.validate import validate as _validate
 from forwarder.tiktok import checks, schema, spec
 from forwarder.tiktok.build import BuildOptions, Built, build
 from forwarder.tiktok.lint import ERROR, lint

@@ -5,7 +5,8 @@ endpoint (§1 authentication, §2 request schema, §3.1 batch limit, §4 respons
 records what it accepts, and can be scripted to misbehave (error codes, HTTP errors, garbage
 bodies, delays, dropped connections). It runs in-process (``async with FakeTikTok() as fake``) or
 as a separate process (``python -m forwarder.fake_tiktok``), driven then through ``/_fake/*``
-control endpoints. It only ever listens on loopback.
+control endpoints (``control.py``). It validates requests as TikTok does (``validate.py``) and
+only ever listens on loopback.
 """
 
 from __future__ import annotations
@@ -16,63 +17,27 @@ import contextlib
 import dataclasses
 import ipaddress
 import itertools
-import re
 import time
 import uuid
-from dataclasses import dataclass
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from forwarder.tiktok.spec import (
-    CONTENT_TYPES,
-    CURRENCIES,
-    EVENT_SOURCES,
-    MAX_EVENTS,
-    OFFLINE_EVENTS,
-    TRACK_PATH,
-)
-from forwarder.tiktok.spec import HASHED_LIST_KEYS as HASHED_USER_FIELDS
+from forwarder.fake_tiktok.control import Controls
+from forwarder.fake_tiktok.script import Scripted
+from forwarder.fake_tiktok.validate import OK, PARAM_ERROR, check_token, refusal, validate
+from forwarder.tiktok.spec import TRACK_PATH
 
-#: tiktok-events-api.md §2.3: user fields sent raw, which must still be strings.
-PLAIN_USER_FIELDS: Final = ("ttclid", "ttp", "ip", "user_agent")
 #: Body code under which dropped connections and raw (non-JSON-envelope) answers are counted.
 NO_CODE: Final = -1
-
-# tiktok-events-api.md §5.1 return codes used by the validator.
-_OK: Final = 0
-_PERMISSION_ERROR: Final = 40001
-_PARAM_ERROR: Final = 40002
-_INVALID_BATCH_SIZE: Final = 40061
-_PII_NOT_HASHED: Final = 40062
-_EMPTY_ACCESS_TOKEN: Final = 40104
-_INVALID_ACCESS_TOKEN: Final = 40105
-
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _MAX_BODY_BYTES: Final = (
     64 * 1024 * 1024
 )  # §3.2: TikTok's limit is unknown; never be the bottleneck
 _SHUTDOWN_TIMEOUT_S: Final = 2.0
 _LOOPBACK_NAMES: Final = {"localhost": "127.0.0.1"}
-
-
-@dataclass
-class Scripted:
-    """One scripted answer, consumed by the next ``times`` track requests."""
-
-    code: int | None = None  # body code to answer (with message); None = behave normally
-    message: str = ""
-    http_status: int = 200
-    body: bytes | None = None  # raw body instead of the JSON envelope
-    delay_s: float = 0.0  # wait before answering (to provoke client timeouts)
-    drop: bool = False  # close the connection without answering
-    retry_after: str | None = None  # value of the Retry-After header
-    location: str | None = None  # a redirect: Location header, with a 3xx http_status
-    times: int = 1  # how many requests this answer applies to
-    forever: bool = False  # answer every request so, ignoring times, until clear_script()
 
 
 def loopback_host(host: str) -> str:
@@ -120,7 +85,7 @@ class FakeTikTok:
         self.answers: collections.Counter[int] = collections.Counter()
         self.poison: set[str] = set()
         self.poison_names_index = True
-        self.poison_code = _PARAM_ERROR  # the code a request carrying a poisoned event gets
+        self.poison_code = PARAM_ERROR  # the code a request carrying a poisoned event gets
         #: Pixels the token may not operate (40001), and test codes TikTok does not know (40002).
         self.refused_pixels: set[str] = set()
         self.refused_test_codes: set[str] = set()
@@ -141,15 +106,7 @@ class FakeTikTok:
             raise RuntimeError("FakeTikTok is already started")
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_post(TRACK_PATH, self._handle_track)
-        app.router.add_post("/_fake/script", self._handle_script)
-        app.router.add_post("/_fake/script/clear", self._handle_clear_script)
-        app.router.add_post("/_fake/poison", self._handle_poison)
-        app.router.add_post("/_fake/refuse", self._handle_refuse)
-        app.router.add_post("/_fake/token", self._handle_token)
-        app.router.add_post("/_fake/latency", self._handle_latency)
-        app.router.add_post("/_fake/reset", self._handle_reset)
-        app.router.add_get("/_fake/stats", self._handle_stats)
-        app.router.add_get("/_fake/accepted", self._handle_accepted)
+        Controls(self).add_routes(app)
         runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=_SHUTDOWN_TIMEOUT_S
         )
@@ -211,6 +168,11 @@ class FakeTikTok:
         self._script.clear()
 
     @property
+    def queued(self) -> int:
+        """How many scripted answers wait for the next track requests."""
+        return len(self._script)
+
+    @property
     def accepted(self) -> list[dict[str, Any]]:
         """Every accepted event as sent plus the request's event_source(_id), test_event_code."""
         if self._pending:
@@ -231,7 +193,7 @@ class FakeTikTok:
         self._script.clear()
         self.poison.clear()
         self.poison_names_index = True
-        self.poison_code = _PARAM_ERROR
+        self.poison_code = PARAM_ERROR
         self.refused_pixels.clear()
         self.refused_test_codes.clear()
 
@@ -279,28 +241,15 @@ class FakeTikTok:
         if answer.drop:
             self.answers[NO_CODE] += 1
             return _drop(request)
-        if answer.location is not None:
-            # A redirect, as a proxy or a moved endpoint would answer: nothing reaches TikTok.
+        response = _not_from_tiktok(answer, headers)
+        if response is not None:
             self.answers[NO_CODE] += 1
-            headers["Location"] = answer.location
-            return web.Response(status=answer.http_status, headers=headers)
-        if answer.body is not None:
-            self.answers[NO_CODE] += 1
-            content_type = "text/html" if answer.body.lstrip()[:1] == b"<" else "application/json"
-            headers["Content-Type"] = content_type
-            return web.Response(status=answer.http_status, body=answer.body, headers=headers)
+            return response
         if answer.code is not None:
             self.answers[answer.code] += 1
             return _envelope(
                 answer.http_status, answer.code, answer.message, self._next_id(), headers
             )
-        if answer.http_status != HTTPStatus.OK:
-            # A gateway error (§1: these still surface as HTTP 5xx): nothing reaches TikTok.
-            self.answers[NO_CODE] += 1
-            phrase = _reason(answer.http_status)
-            page = f"<html><body><h1>{answer.http_status} {phrase}</h1></body></html>"
-            headers["Content-Type"] = "text/html"
-            return web.Response(status=answer.http_status, body=page.encode(), headers=headers)
         return self._answer_normally(request, raw, answer.http_status, answer.retry_after)
 
     def _answer_normally(
@@ -313,18 +262,16 @@ class FakeTikTok:
 
     def _process(self, access_token: str | None, raw: bytes) -> tuple[int, str]:
         """Validate like TikTok and record the events if valid; return (code, message)."""
-        # §1: the token goes bare in Access-Token; `Bearer <token>` is simply a wrong token.
-        if not access_token:
-            return _EMPTY_ACCESS_TOKEN, "Access token is null"
-        if access_token != self.token or access_token.startswith("Bearer "):
-            return _INVALID_ACCESS_TOKEN, "Access token is incorrect or has been revoked."
+        error = check_token(access_token, self.token)
+        if error is not None:
+            return error
         try:
             payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            return _PARAM_ERROR, "Invalid request body: not valid JSON."
+            return PARAM_ERROR, "Invalid request body: not valid JSON."
         if not isinstance(payload, dict):
-            return _PARAM_ERROR, "Invalid request body: must be a JSON object."
-        error = self._refusal(payload) or _validate(
+            return PARAM_ERROR, "Invalid request body: must be a JSON object."
+        error = refusal(payload, self.refused_pixels, self.refused_test_codes) or validate(
             payload, self.poison, self.poison_names_index, self.poison_code
         )
         if error is not None:
@@ -341,21 +288,7 @@ class FakeTikTok:
                 self._without_id += 1
             else:
                 self._unique.add((source_id, event["event"], event_id))
-        return _OK, "OK"
-
-    def _refusal(self, payload: dict[str, Any]) -> tuple[int, str] | None:
-        """The answer for a pixel the token may not operate, or an unknown test code."""
-        pixel = payload.get("event_source_id")
-        if isinstance(pixel, str) and pixel in self.refused_pixels:
-            # §5.1: the observed 40001 message (S4 mock).
-            return _PERMISSION_ERROR, (
-                f"No permission to operate pixel code: {pixel}. "
-                "You must be an admin or operator of this advertiser account."
-            )
-        code = payload.get("test_event_code")
-        if isinstance(code, str) and code in self.refused_test_codes:
-            return _PARAM_ERROR, "Invalid value for test_event_code: not a valid test event code."
-        return None
+        return OK, "OK"
 
     async def _sleep(self, seconds: float) -> bool:
         """Sleep *seconds*; return False at once if the server is stopping."""
@@ -366,244 +299,6 @@ class FakeTikTok:
 
     def _next_id(self) -> str:
         return f"{self._request_id_prefix}{next(self._request_ids):08d}"
-
-    # -- control endpoints (for a fake in another process) -------------------------------------
-
-    async def _handle_script(self, request: web.Request) -> web.Response:
-        items = await _control_body(request)
-        if not isinstance(items, list):
-            raise _bad("body must be a list of Scripted objects")
-        try:
-            answers = [_scripted_from_json(item) for item in items]
-            self.script(*answers)
-        except ValueError as error:
-            raise _bad(str(error)) from None
-        return _json({"queued": len(self._script)})
-
-    async def _handle_clear_script(self, request: web.Request) -> web.Response:
-        _check_loopback(request)
-        self.clear_script()
-        return _json({"queued": 0})
-
-    async def _handle_poison(self, request: web.Request) -> web.Response:
-        body = await _control_body(request)
-        if not isinstance(body, dict) or set(body) - {"event_ids", "names_index", "code"}:
-            raise _bad('body must be {"event_ids": [...], "names_index": bool, "code": int}')
-        event_ids = body.get("event_ids", [])
-        if not isinstance(event_ids, list) or not all(isinstance(e, str) for e in event_ids):
-            raise _bad("event_ids must be a list of strings")
-        names_index = body.get("names_index", self.poison_names_index)
-        if not isinstance(names_index, bool):
-            raise _bad("names_index must be a boolean")
-        code = body.get("code", self.poison_code)
-        if not isinstance(code, int) or isinstance(code, bool):
-            raise _bad("code must be an integer")
-        self.poison.update(event_ids)
-        self.poison_names_index = names_index
-        self.poison_code = code
-        return _json(
-            {"poison": len(self.poison), "names_index": names_index, "code": self.poison_code}
-        )
-
-    async def _handle_refuse(self, request: web.Request) -> web.Response:
-        body = await _control_body(request)
-        if not isinstance(body, dict) or set(body) - {"pixels", "test_event_codes"}:
-            raise _bad('body must be {"pixels": [...], "test_event_codes": [...]}')
-        for key, refused in (
-            ("pixels", self.refused_pixels),
-            ("test_event_codes", self.refused_test_codes),
-        ):
-            values = body.get(key)
-            if values is None:
-                continue
-            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-                raise _bad(f"{key} must be a list of strings")
-            refused.clear()
-            refused.update(values)
-        pixels, codes = sorted(self.refused_pixels), sorted(self.refused_test_codes)
-        return _json({"pixels": pixels, "test_event_codes": codes})
-
-    async def _handle_token(self, request: web.Request) -> web.Response:
-        body = await _control_body(request)
-        if not isinstance(body, dict) or not isinstance(body.get("token"), str):
-            raise _bad('body must be {"token": "..."}')
-        self.token = body["token"]
-        return _json({"ok": True})
-
-    async def _handle_latency(self, request: web.Request) -> web.Response:
-        body = await _control_body(request)
-        latency = body.get("latency_s") if isinstance(body, dict) else None
-        if not _is_number(latency) or latency < 0:
-            raise _bad('body must be {"latency_s": <number >= 0>}')
-        self.latency_s = float(latency)
-        return _json({"latency_s": self.latency_s})
-
-    async def _handle_reset(self, request: web.Request) -> web.Response:
-        _check_loopback(request)
-        self.reset()
-        return _json({"ok": True})
-
-    async def _handle_stats(self, request: web.Request) -> web.Response:
-        _check_loopback(request)
-        return _json(self.stats())
-
-    async def _handle_accepted(self, request: web.Request) -> web.Response:
-        _check_loopback(request)
-        return _json(self.accepted)
-
-
-# -- validation (tiktok-events-api.md §2, §3.1, §4) ---------------------------------------------
-
-
-def _validate(
-    payload: dict[str, Any], poison: set[str], names_index: bool, poison_code: int = _PARAM_ERROR
-) -> tuple[int, str] | None:
-    """Return the (code, message) TikTok would answer for a bad request body, else None."""
-    source = payload.get("event_source")
-    if source not in EVENT_SOURCES:
-        # §2.1/§4 (S12): TikTok's wording omits crm although crm is accepted.
-        return _PARAM_ERROR, "Invalid value for event_source: must be web, app or offline."
-    source_id = payload.get("event_source_id")
-    if not isinstance(source_id, str) or not source_id:
-        return _PARAM_ERROR, "Invalid value for event_source_id: not a valid string."  # §4 (S13)
-    if "test_event_code" in payload and not isinstance(payload["test_event_code"], str):
-        return _PARAM_ERROR, "Invalid value for test_event_code: not a valid string."  # §7.2
-    data = payload.get("data")
-    if not isinstance(data, list):
-        return _PARAM_ERROR, "Invalid value for data: not a valid list."
-    if not data:
-        return _PARAM_ERROR, "Invalid value for data: must contain at least 1 event."
-    if len(data) > MAX_EVENTS:
-        return (  # §3.1: the whole request is rejected; 40061 per the SDK enum (§5.1)
-            _INVALID_BATCH_SIZE,
-            f"Invalid value for data: at most {MAX_EVENTS} events per request, got {len(data)}.",
-        )
-    for index, event in enumerate(data):
-        error = _validate_event(index, event, source)
-        if error is not None:
-            return error
-        if poison and event.get("event_id") in poison:
-            if names_index:
-                return poison_code, f"data.{index}.event_id: rejected by the fake (poison)"
-            return poison_code, "Invalid value: rejected by the fake (poison)"
-    return None
-
-
-def _validate_event(i: int, event: Any, source: str) -> tuple[int, str] | None:
-    """Check one ``data[i]`` entry (§2.2-§2.4); messages name the path like §4's examples."""
-    if not isinstance(event, dict):
-        return _not_valid(f"data.{i}", "object")
-    name = event.get("event")
-    if not isinstance(name, str) or not name:
-        return _not_valid(f"data.{i}.event", "string")
-    if source == "offline" and name not in OFFLINE_EVENTS:
-        # §2.2 (S1): an offline event set takes standard events only.
-        return _PARAM_ERROR, f"data.{i}.event: offline events must be standard events"
-    event_time = event.get("event_time")
-    if not isinstance(event_time, int) or isinstance(event_time, bool):
-        return _not_valid(f"data.{i}.event_time", "integer")  # §2.2: Unix seconds, an int
-    if "event_id" in event and not isinstance(event["event_id"], str):
-        return _not_valid(f"data.{i}.event_id", "string")
-    if "user" in event:
-        error = _validate_user(i, event["user"])
-        if error is not None:
-            return error
-    if "properties" in event:
-        error = _validate_properties(i, event["properties"])
-        if error is not None:
-            return error
-    for key, required in (("page", None), ("app", "app_id"), ("lead", "lead_id")):
-        error = _validate_strings(i, event, key, required if source in _NEEDS[key] else None)
-        if error is not None:
-            return error
-    if "limited_data_use" in event and not isinstance(event["limited_data_use"], bool):
-        return _not_valid(f"data.{i}.limited_data_use", "boolean")  # §7.3
-    return None
-
-
-#: §2.2 (S1): the objects an event_source requires, by the key each must hold.
-_NEEDS: Final = {"page": frozenset[str](), "app": frozenset({"app"}), "lead": frozenset({"crm"})}
-#: §2.2 (S1): the string fields of page, app and lead.
-_STRING_FIELDS: Final = {
-    "page": ("url", "referrer"),
-    "app": ("app_id", "app_name", "app_version"),
-    "lead": ("lead_id", "lead_event_source"),
-}
-
-
-def _validate_strings(
-    i: int, event: dict[str, Any], key: str, required: str | None
-) -> tuple[int, str] | None:
-    """Check ``data[i].<key>``, an object of strings, holding *required* when it is not None."""
-    obj = event.get(key)
-    if obj is None and required is None:
-        return None
-    if not isinstance(obj, dict):
-        return _not_valid(f"data.{i}.{key}", "object")
-    for name in _STRING_FIELDS[key]:
-        if name in obj and not isinstance(obj[name], str):
-            return _not_valid(f"data.{i}.{key}.{name}", "string")
-    if required is not None and not (isinstance(obj.get(required), str) and obj[required]):
-        return _PARAM_ERROR, f"data.{i}.{key}.{required}: Missing data for required field."
-    return None
-
-
-def _validate_user(i: int, user: Any) -> tuple[int, str] | None:
-    """Check ``data[i].user`` (§2.3): hashed PII as 64 lower-case hex, raw fields as strings."""
-    if not isinstance(user, dict):
-        return _not_valid(f"data.{i}.user", "object")
-    for field in HASHED_USER_FIELDS:
-        if field not in user:
-            continue
-        values = user[field]
-        if isinstance(values, str):
-            values = (values,)  # §2.3: a single string is accepted too
-        elif not isinstance(values, list):
-            return _not_valid(f"data.{i}.user.{field}", "list")
-        for value in values:
-            if not isinstance(value, str):
-                return _not_valid(f"data.{i}.user.{field}", "string")
-            if _SHA256_HEX.fullmatch(value) is None:
-                return _PII_NOT_HASHED, f"data.{i}.user.{field}: PII not hashed"  # §5.1, §6
-    for field in PLAIN_USER_FIELDS:
-        if field in user and not isinstance(user[field], str):
-            return _not_valid(f"data.{i}.user.{field}", "string")
-    return None
-
-
-def _validate_properties(i: int, properties: Any) -> tuple[int, str] | None:
-    """Check ``data[i].properties`` (§2.4): string content ids and a numeric value."""
-    if not isinstance(properties, dict):
-        return _not_valid(f"data.{i}.properties", "object")
-    if "value" in properties and not _is_number(properties["value"]):
-        return _not_valid(f"data.{i}.properties.value", "number")
-    if "currency" in properties and properties["currency"] not in CURRENCIES:
-        return _PARAM_ERROR, f"data.{i}.properties.currency: Unsupported currency."  # §2.4
-    if "content_type" in properties and properties["content_type"] not in CONTENT_TYPES:
-        return _not_valid(f"data.{i}.properties.content_type", "choice")  # §2.4
-    for key in ("order_id", "shop_id", "search_string", "description"):
-        if key in properties and not isinstance(properties[key], str):
-            return _not_valid(f"data.{i}.properties.{key}", "string")
-    if "num_items" in properties and not _is_integer(properties["num_items"]):
-        return _not_valid(f"data.{i}.properties.num_items", "integer")
-    ids = properties.get("content_ids", [])
-    if not isinstance(ids, list) or not all(isinstance(item, str) for item in ids):
-        return _not_valid(f"data.{i}.properties.content_ids", "list of strings")
-    if "contents" in properties:
-        contents = properties["contents"]
-        if not isinstance(contents, list):
-            return _not_valid(f"data.{i}.properties.contents", "list")
-        for j, item in enumerate(contents):
-            if not isinstance(item, dict):
-                return _not_valid(f"data.{i}.properties.contents.{j}", "object")
-            if "content_id" in item and not isinstance(item["content_id"], str):
-                # §2.4/§4 (S4): "...contents.0.content_id: Not a valid string"
-                return _not_valid(f"data.{i}.properties.contents.{j}.content_id", "string")
-            if "price" in item and not _is_number(item["price"]):
-                return _not_valid(f"data.{i}.properties.contents.{j}.price", "number")
-            if "quantity" in item and not _is_integer(item["quantity"]):
-                return _not_valid(f"data.{i}.properties.contents.{j}.quantity", "integer")
-    return None
 
 
 def _records(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -637,18 +332,6 @@ def _describe_request(payload: dict[str, Any]) -> str:
     )
 
 
-def _not_valid(path: str, kind: str) -> tuple[int, str]:
-    return _PARAM_ERROR, f"{path}: Not a valid {kind}"
-
-
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_integer(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # -- HTTP helpers -------------------------------------------------------------------------------
 
 
@@ -660,6 +343,25 @@ def _envelope(
     return web.Response(
         status=http_status, body=body, headers=headers, content_type="application/json"
     )
+
+
+def _not_from_tiktok(answer: Scripted, headers: dict[str, str]) -> web.Response | None:
+    """What a proxy or a gateway answers in TikTok's place, or None for TikTok's own answer."""
+    if answer.location is not None:
+        # A redirect, as a proxy or a moved endpoint would answer: nothing reaches TikTok.
+        headers["Location"] = answer.location
+        return web.Response(status=answer.http_status, headers=headers)
+    if answer.body is not None:
+        content_type = "text/html" if answer.body.lstrip()[:1] == b"<" else "application/json"
+        headers["Content-Type"] = content_type
+        return web.Response(status=answer.http_status, body=answer.body, headers=headers)
+    if answer.code is None and answer.http_status != HTTPStatus.OK:
+        # A gateway error (§1: these still surface as HTTP 5xx): nothing reaches TikTok.
+        phrase = _reason(answer.http_status)
+        page = f"<html><body><h1>{answer.http_status} {phrase}</h1></body></html>"
+        headers["Content-Type"] = "text/html"
+        return web.Response(status=answer.http_status, body=page.encode(), headers=headers)
+    return None
 
 
 def _drop(request: web.Request) -> web.Response:
@@ -677,66 +379,3 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
-
-
-def _json(value: Any, status: int = HTTPStatus.OK) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(value), content_type="application/json")
-
-
-def _bad(message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(
-        text=orjson.dumps({"error": message}).decode(), content_type="application/json"
-    )
-
-
-def _check_loopback(request: web.Request) -> None:
-    """Control endpoints answer loopback peers only (the server binds loopback anyway)."""
-    remote = request.remote
-    try:
-        allowed = remote is not None and ipaddress.ip_address(remote).is_loopback
-    except ValueError:
-        allowed = False
-    if not allowed:
-        raise web.HTTPForbidden(text="control endpoints are loopback-only")
-
-
-async def _control_body(request: web.Request) -> Any:
-    _check_loopback(request)
-    raw = await request.read()
-    if not raw:
-        return {}
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise _bad("body is not valid JSON") from None
-
-
-_SCRIPTED_TYPES: Final[dict[str, tuple[type, ...]]] = {
-    "code": (int, type(None)),
-    "message": (str,),
-    "http_status": (int,),
-    "body": (str, type(None)),
-    "delay_s": (int, float),
-    "drop": (bool,),
-    "retry_after": (str, type(None)),
-    "location": (str, type(None)),
-    "times": (int,),
-    "forever": (bool,),
-}
-
-
-def _scripted_from_json(item: Any) -> Scripted:
-    """Build a Scripted from its JSON form; ``body`` is a string sent UTF-8 encoded."""
-    if not isinstance(item, dict):
-        raise ValueError("each scripted answer must be an object")
-    unknown = set(item) - set(_SCRIPTED_TYPES)
-    if unknown:
-        raise ValueError(f"unknown Scripted fields: {sorted(unknown)}")
-    for key, value in item.items():
-        allowed = _SCRIPTED_TYPES[key]
-        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-            raise ValueError(f"Scripted.{key} has the wrong type")
-    fields = dict(item)
-    if isinstance(fields.get("body"), str):
-        fields["body"] = fields["body"].encode()
-    return Scripted(**fields)
