@@ -2,14 +2,14 @@
 
 Prints one JSON object. Both check the fields the builder checks on a realistic event (value,
 currency, content_type, each content's content_id, price and quantity, page.url, user.ip) with
-the same fixes (forwarder.checks' functions, run by pydantic as "before" validators), on the
+the same fixes (forwarder.tiktok.checks' functions, run by pydantic as "before" validators), on the
 payloads of `bench/build.py`'s 2,000 rows, parsed once beforehand:
 
 - pydantic: ``Payload.model_validate`` of the parsed payload (strict types, custom properties
   allowed), then ``model_dump(exclude_none=True)``, as the builder would need a dict to send;
   and the validation alone;
 - tables: ``schema.typed`` on properties and page, and ``normalize_ip`` on the user's ip, as
-  ``payload.build`` runs them.
+  ``forwarder.tiktok.build`` runs them.
 
 Each figure is the best of --repeat passes, in microseconds per event.
 

@@ -21,21 +21,20 @@ MESSAGE_MAX_CHARS: Final = 300
 
 # --- The code table --------------------------------------------------------------------------
 # tiktok-events-api.md §5.1 (names from the official SDK enum, S2) and §10 (recommendations).
-# TikTok's body code decides, whatever the HTTP status (§1: S4 mocks answer 200 for errors; S15
-# quotes the docs: the code "takes precedence over HTTP status codes"). Every code of S2's enum
-# has a verdict here: an exact entry, a range, or AS_UNKNOWN. Where only the SDK's name speaks
-# for a code (no doc text, no observed answer), the comment says "by name".
+# TikTok's body code decides, whatever the HTTP status (§1: S4 mocks answer 200 for errors).
+# Every code of S2's enum has a verdict here: an exact entry, a range, or AS_UNKNOWN. Where only
+# the SDK's name speaks for a code (no doc text, no observed answer), the comment says "by name".
 
 #: Exact body codes → verdict. Codes in neither this table nor CODE_RANGES are RETRY, bounded.
 CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
     {
         # §4, §10.1: success is code 0 "OK" (S2, S4); 20001 PARTIAL_OK is documented as success
-        # (S2, S15) and S4 treats it so. The caller logs 20001's message at warn level.
+        # (S2) and S4 treats it so. The caller logs 20001's message at warn level.
         0: Verdict.ACCEPTED,
         20001: Verdict.ACCEPTED,
         # §3.4, §5.1, §5.2, §10.2: rate limits. 40100 REQUEST_TOO_FREQUENT (S2; retried as a
-        # throttle by S4, S9, S10, S11), 40016 BIZ_FC_ERROR (S2, S10, S15), 40132
-        # REQUEST_FREQUENCY_LIMITED (S2, S15), 40133 advertiser-level QPS (S14, S15),
+        # throttle by S4, S9, S10), 40016 BIZ_FC_ERROR (S2, S10), 40132 REQUEST_FREQUENCY_LIMITED
+        # (S2), 40133 advertiser-level QPS (§5.1: reported by integrators, unverified),
         # 61000 TOO_MANY_REQUESTS_BL (S2; "yes, long backoff").
         40100: Verdict.THROTTLE,
         40016: Verdict.THROTTLE,
@@ -109,7 +108,7 @@ CODE_RANGES: Final[tuple[tuple[int, int, Verdict], ...]] = (
     # §5.1: the advertiser account and its roles (S2: 40300 ADVERTISER_NOT_EXIST, 40301
     # ADVERTISER_ROLE_ERROR, 40302 CUSTOMER_ADVERTISER_NOT_EXIST, 40309 REQUIRE_LOGIN).
     (40300, 40309, Verdict.PAUSE),
-    # §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10, S11 retry 51001/51010/51039),
+    # §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10 retries 51001/51010/51039),
     # 52xxx and 53xxx DB/RDS/TOS/serialization errors (S2).
     (51000, 51999, Verdict.RETRY),
     (52000, 52999, Verdict.RETRY),

@@ -72,8 +72,8 @@ def _custom_name(name: str, source: str) -> Iterator[Finding]:
         yield Finding(
             ERROR,
             "event",
-            "custom event: offline event sets accept standard events only (§8.1); use one of "
-            + ", ".join(WEB_EVENTS),
+            "custom event: offline event sets accept standard events only "
+            "(docs/tiktok-events-api.md §8.1); use one of " + ", ".join(WEB_EVENTS),
         )
     elif source in ("web", "app"):
         other = WEB_EVENTS if source == "app" else APP_EVENTS

@@ -76,16 +76,18 @@ def _user(user: dict[str, Any], region: str | None) -> Iterator[Finding]:
             yield Finding(
                 WARNING,
                 f"user.{key}",
-                f"user.{key} looks hashed, but TikTok needs it raw (§6) and cannot match a "
-                "hash of it; send the value as the browser or device gave it",
+                f"user.{key} looks hashed, but TikTok needs it raw "
+                "(docs/tiktok-events-api.md §6) and cannot match a hash of it; send the value as "
+                "the browser or device gave it",
             )
         elif key == "ip" and not _public(value.strip()):
             yield Finding(
                 WARNING,
                 "user.ip",
                 "user.ip is not a public address (a private, loopback or link-local one, such "
-                "as a proxy's): TikTok matches on the public IP of the device (§2.3); send the "
-                "client's address (e.g. from X-Forwarded-For)",
+                "as a proxy's): TikTok matches on the public IP of the device "
+                "(docs/tiktok-events-api.md §2.3); send the client's address (e.g. from "
+                "X-Forwarded-For)",
             )
 
 
@@ -245,9 +247,9 @@ def _context(source: str, body: dict[str, Any]) -> Iterator[Finding]:
         yield Finding(
             WARNING,
             "page.url",
-            f"{source} event without page.url: TikTok's docs require it (§2.2) and use it for "
-            "matching and diagnostics; send the full page URL (location.href, with its query "
-            "string, where ttclid is)",
+            f"{source} event without page.url: TikTok's docs require it "
+            "(docs/tiktok-events-api.md §2.2) and use it for matching and diagnostics; send the "
+            "full page URL (location.href, with its query string, where ttclid is)",
         )
 
 

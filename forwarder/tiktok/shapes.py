@@ -129,8 +129,8 @@ def _unhashed(user: object) -> list[Finding]:
                     WARNING,
                     f"user.{key}",
                     f"user.{key} is not a lower-case SHA-256: TikTok's shape wants it hashed "
-                    "(§6), so this body cannot be sent to TikTok as it is; enqueued, the daemon "
-                    "normalises and hashes it",
+                    "(docs/tiktok-events-api.md §6), so this body cannot be sent to TikTok as it "
+                    "is; enqueued, the daemon normalises and hashes it",
                 )
             )
     return found
@@ -190,14 +190,19 @@ def _request_fields(body: dict[str, Any]) -> list[Finding]:
     elif not data:
         error("data", MISSING, "data holds no event")
     elif len(data) > MAX_EVENTS:
-        error("data", VALUE, f"data holds {len(data)} events, more than {MAX_EVENTS} (§3.1)")
+        error(
+            "data",
+            VALUE,
+            f"data holds {len(data)} events, more than {MAX_EVENTS} "
+            "(docs/tiktok-events-api.md §3.1)",
+        )
     if "partner_name" in body:
         found.append(
             Finding(
                 WARNING,
                 "partner_name",
                 "partner_name is for integrations TikTok registered as partners; another name "
-                "gets 40063 (§2.1); the daemon does not send one",
+                "gets 40063 (docs/tiktok-events-api.md §2.1); the daemon does not send one",
             )
         )
     for key in body:
