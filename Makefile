@@ -40,10 +40,13 @@ soak: venv
 		tests/test_crash_loop.py tests/test_fault_matrix.py tests/test_db_faults.py \
 		tests/test_fuzz.py tests/test_secrets.py
 
+# Style, types, and the dependencies between the package's parts (pyproject.toml's
+# [tool.importlinter] contracts).
 lint: venv
 	$(BIN)/ruff check forwarder tests bench examples
 	$(BIN)/ruff format --check forwarder tests bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: venv
 	$(BIN)/ruff check --fix forwarder tests bench examples

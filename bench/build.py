@@ -1,13 +1,14 @@
-"""Build cost: microseconds of `payload.build` per realistic event, optionally against a revision.
+"""Build cost: microseconds of the event builder per realistic event, optionally against a revision.
 
 Prints one JSON object. The rows are the drain benchmark's (`bench/drain.py` `realistic`: raw
 identifiers, phones in three formats, one to three contents) and the tests' web Purchase
 (`tests/helpers.py` `purchase`), 1,000 of each, built as the daemon builds them. With
---before REV, the `forwarder/payload.py` of that git revision is loaded into a module of its own
-and timed in the same process, interleaved with the current one (which goes first alternates
-per round), so that both see the same machine; the JSON then holds both figures, their ratio
-per round and its median, and the ratio of the two best rounds. Each figure is the best of
---repeat passes over the rows, per round.
+--before REV, the `forwarder` package of that git revision is extracted and its builder
+(`forwarder/tiktok/build.py`, or `forwarder/payload.py` before the move) imported as modules of
+their own, then timed in the same process, interleaved with the current one (which goes first
+alternates per round), so that both see the same machine; the JSON then holds both figures,
+their ratio per round and its median, and the ratio of the two best rounds. Each figure is the
+best of --repeat passes over the rows, per round.
 
 Usage: python bench/build.py [--rounds 7] [--repeat 5] [--before f646d2c]
 """
@@ -15,13 +16,16 @@ Usage: python bench/build.py [--rounds 7] [--repeat 5] [--before f646d2c]
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import io
 import json
 import platform
 import random
 import statistics
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -30,8 +34,8 @@ from typing import Any
 import orjson
 from drain import realistic
 
-from forwarder import payload
 from forwarder.events import OutboxRow
+from forwarder.tiktok import build as builder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = time.time()
@@ -70,21 +74,35 @@ def rows() -> list[OutboxRow]:
     ]
 
 
-def load_revision(revision: str) -> ModuleType:
-    """`forwarder/payload.py` as of *revision*, as a module of its own."""
-    source = subprocess.run(
-        ["git", "show", f"{revision}:forwarder/payload.py"],
+def load_revision(revision: str, into: Path) -> ModuleType:
+    """The builder of *revision*, imported from its own `forwarder` package extracted *into*."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision, "forwarder"],
         cwd=ROOT,
         check=True,
         capture_output=True,
-        text=True,
     ).stdout
-    spec = importlib.util.spec_from_loader(f"payload_{revision}", loader=None)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    exec(compile(source, f"{revision}:forwarder/payload.py", "exec"), module.__dict__)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    path = "forwarder.tiktok.build" if (into / "forwarder/tiktok/build.py").exists() else None
+    # The current package steps aside while the old one is imported (its modules import each
+    # other as `forwarder.…`), then comes back; the old modules keep their own references.
+    current = {name: module for name, module in sys.modules.items() if _ours(name)}
+    for name in current:
+        del sys.modules[name]
+    sys.path.insert(0, str(into))
+    try:
+        module = importlib.import_module(path or "forwarder.payload")
+    finally:
+        sys.path.remove(str(into))
+        for name in [name for name in sys.modules if _ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(current)
     return module
+
+
+def _ours(name: str) -> bool:
+    return name == "forwarder" or name.startswith("forwarder.")
 
 
 def per_event_us(module: Any, batch: list[OutboxRow], repeat: int) -> float:
@@ -111,12 +129,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--before", help="a git revision whose payload.py to time as well")
+    parser.add_argument("--before", help="a git revision whose builder to time as well")
     args = parser.parse_args()
     batch = rows()
-    contenders: dict[str, Any] = {"after": payload}
+    contenders: dict[str, Any] = {"after": builder}
     if args.before:
-        contenders["before"] = load_revision(args.before)
+        scratch = tempfile.TemporaryDirectory()  # removed at exit, once nothing needs its files
+        contenders["before"] = load_revision(args.before, Path(scratch.name))
     figures: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in (1, 2):  # warm-up: caches, branch predictors, the phone-number metadata
         for module in contenders.values():

@@ -50,9 +50,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from forwarder import payload
 from forwarder.events import OutboxRow
 from forwarder.store.sqlite import migrate_sync
+from forwarder.tiktok import build as payload
 
 TOKEN = "bench-token"
 PIXEL = "D34FV3JC77U1PDQ72P1G"

@@ -2,14 +2,14 @@
 
 Prints one JSON object. Both check the fields the builder checks on a realistic event (value,
 currency, content_type, each content's content_id, price and quantity, page.url, user.ip) with
-the same fixes (forwarder.checks' functions, run by pydantic as "before" validators), on the
+the same fixes (forwarder.tiktok.checks' functions, run by pydantic as "before" validators), on the
 payloads of `bench/build.py`'s 2,000 rows, parsed once beforehand:
 
 - pydantic: ``Payload.model_validate`` of the parsed payload (strict types, custom properties
   allowed), then ``model_dump(exclude_none=True)``, as the builder would need a dict to send;
   and the validation alone;
 - tables: ``schema.typed`` on properties and page, and ``normalize_ip`` on the user's ip, as
-  ``payload.build`` runs them.
+  ``forwarder.tiktok.build`` runs them.
 
 Each figure is the best of --repeat passes, in microseconds per event.
 
@@ -29,7 +29,7 @@ import orjson
 from build import rows
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictFloat, StrictInt, StrictStr
 
-from forwarder import checks, schema
+from forwarder.tiktok import checks, normalise, schema
 
 
 def _fix(check: Callable[[object, str], object], name: str) -> BeforeValidator:
@@ -44,7 +44,7 @@ ContentType = Annotated[StrictStr, _fix(checks.check_content_type, "content_type
 
 
 def _ip(value: object) -> object:
-    return checks.normalize_ip(value) if isinstance(value, str) else value
+    return normalise.normalize_ip(value) if isinstance(value, str) else value
 
 
 class Content(BaseModel):
@@ -95,7 +95,7 @@ def tables(payload: dict[str, Any]) -> None:
     """What the builder runs for the same fields."""
     schema.typed(payload["properties"], schema.PROPERTY_RULES, "payload.properties")
     schema.typed(payload["page"], schema.PAGE_RULES, "payload.page")
-    checks.normalize_ip(payload["user"]["ip"])
+    normalise.normalize_ip(payload["user"]["ip"])
 
 
 def best_us(

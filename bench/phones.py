@@ -1,10 +1,10 @@
-"""Phone normalisation: forwarder.phones against the current payload.normalize_phone.
+"""Phone normalisation: forwarder.tiktok.phones against the current normalize_phone.
 
 Prints one JSON object. The numbers are a realistic mix, all normalised with region GB (as with
 FORWARDER_PHONE_REGION=GB): "+1 213-373-4253" shapes, "(+1)2133734253" shapes and national
 London numbers "020 7946 0958" in the proportions 1/2 : 1/3 : 1/5 (15 : 10 : 6), with random
 valid subscriber digits. Each round times, in a rotating order, the reference
-(payload.normalize_phone), forwarder.phones.normalise_phone (the same answers, shortcuts
+(normalise.normalize_phone), forwarder.tiktok.phones.normalise_phone (the same answers, shortcuts
 included) and normalise_phone_strict (phonenumbers' answers, no shortcuts) over the whole mix;
 the figures are medians over the rounds, in µs per number. Also reported: how each number was
 decided (the reference's shortcuts, phonenumbers' metadata, phonenumbers.parse), and
@@ -28,8 +28,8 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 
-from forwarder import phones
-from forwarder.payload import normalize_phone
+from forwarder.tiktok import phones
+from forwarder.tiktok.normalise import normalize_phone
 
 REGION = "GB"
 SHAPES = ("intl_dashes", "intl_bracketed", "national_gb")

@@ -10,7 +10,7 @@ defaults take about four minutes on 2 cores; these variables scale them:
   BENCH_NAIVE_EVENTS=5000     naive sender at 0 ms     BENCH_STEADY_SECONDS=20
   BENCH_STEADY_RATE=1000      inserts per second       BENCH_IDLE_SECONDS=30
   BENCH_MEMORY_ROWS=1000000   pending rows for memory  BENCH_CONTENTION=1   (0 skips it)
-  BENCH_BUILD_BEFORE=<rev>    also time payload.build as of that git revision (bench/build.py)
+  BENCH_BUILD_BEFORE=<rev>    also time the event builder as of that git revision (bench/build.py)
 """
 
 from __future__ import annotations

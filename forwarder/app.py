@@ -24,7 +24,7 @@ from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
 from forwarder.settings import Settings, read_token, store_options
 from forwarder.store import open_store, redact_url
-from forwarder.tiktok import TikTokClient
+from forwarder.tiktok.client import TikTokClient
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
 
 # After the worker's shutdown deadline (FORWARDER_SHUTDOWN_GRACE + worker.SHUTDOWN_FINISH_S), this

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 
 from forwarder import backoff
-from forwarder.classify import About, Outcome, Verdict
+from forwarder.outcome import About, Outcome, Verdict
 
 
 class Action(enum.StrEnum):

@@ -11,14 +11,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import HistogramMetricFamily, Metric
 
-from forwarder import __version__, lint
-from forwarder.classify import CODE_VERDICTS, code_verdict
+from forwarder import __version__
 from forwarder.pacing import STORM_PREFIX
+from forwarder.tiktok import spec
+from forwarder.tiktok.classify import CODE_VERDICTS, code_verdict
 
 #: tiktok-events-api.md §8.1 and §8.3, plus the legacy names TikTok still accepts (§8.2).
 #: Any other event name is counted as ``custom``: labels come only from closed sets.
 STANDARD_EVENTS = frozenset(
-    (*lint.WEB_EVENTS, *lint.APP_EVENTS, *lint.RENAMED_EVENTS, *lint.SUNSET_EVENTS)
+    (*spec.WEB_EVENTS, *spec.APP_EVENTS, *spec.RENAMED_EVENTS, *spec.SUNSET_EVENTS)
 )
 
 #: Codes reported as their own label value; any other is ``other``: every exact code of the

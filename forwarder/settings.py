@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from forwarder import credentials
 from forwarder.errors import ConfigError
+from forwarder.tiktok.spec import MAX_EVENTS
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -84,7 +85,7 @@ class Settings(BaseSettings):
 
     # Batching and concurrency.
     batch_max_events: int = Field(
-        1000, ge=1, le=1000, validation_alias="FORWARDER_BATCH_MAX_EVENTS"
+        MAX_EVENTS, ge=1, le=MAX_EVENTS, validation_alias="FORWARDER_BATCH_MAX_EVENTS"
     )
     batch_max_bytes: int = Field(
         1_000_000, ge=10_000, le=10_000_000, validation_alias="FORWARDER_BATCH_MAX_BYTES"

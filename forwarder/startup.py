@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from forwarder import backoff, payload
+from forwarder import backoff
 from forwarder.credentials import Token
 from forwarder.errors import ConfigError
 from forwarder.settings import Settings
+from forwarder.tiktok.build import BuildOptions
 from forwarder.worker import WorkerConfig
 
 
@@ -76,9 +77,9 @@ def worker_config(settings: Settings) -> WorkerConfig:
     )
 
 
-def build_options(settings: Settings) -> payload.BuildOptions:
+def build_options(settings: Settings) -> BuildOptions:
     """How every event is built, from the settings (also for `enqueue`, `inspect`, `check`)."""
-    return payload.BuildOptions(
+    return BuildOptions(
         default_pixel=settings.tiktok_pixel_code,
         phone_region=settings.phone_region or None,
         consent_default=settings.consent_default,

@@ -18,11 +18,13 @@ import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from forwarder import checks, schema
 from forwarder.events import OutboxRow
-from forwarder.fake_tiktok import _validate
-from forwarder.lint import ERROR, lint
-from forwarder.payload import USER_KEYS, BuildOptions, Built, build, sha256_hex
+from forwarder.fake_tiktok.validate import validate as _validate
+from forwarder.tiktok import checks, schema, spec
+from forwarder.tiktok.build import BuildOptions, Built, build
+from forwarder.tiktok.lint import ERROR, lint
+from forwarder.tiktok.normalise import sha256_hex
+from forwarder.tiktok.spec import USER_KEYS
 
 NOW = 1_760_000_000.0
 MAX_AGE = 7 * 86400.0
@@ -208,7 +210,7 @@ def typed_problems(event: dict[str, Any], source: str) -> list[str]:
             value = event.get(top, {}).get(key)
             if not (isinstance(value, str) and value.strip()):
                 problems.append(f"{field.path} missing")
-    if source == "offline" and event["event"] not in checks.OFFLINE_EVENTS:
+    if source == "offline" and event["event"] not in spec.OFFLINE_EVENTS:
         problems.append("event")
     return problems
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import orjson
 
-from forwarder.batching import Batch, Item, envelope_size, make_batches
-from forwarder.payload import Built, Destination
+from forwarder.tiktok.batching import Batch, Item, envelope_size, make_batches
+from forwarder.tiktok.build import Built, Destination
 
 WEB = Destination("web", "PIXEL1", None)
 

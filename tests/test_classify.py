@@ -9,7 +9,8 @@ from email.utils import format_datetime
 import orjson
 import pytest
 
-from forwarder.classify import (
+from forwarder.errors import TransportError
+from forwarder.tiktok.classify import (
     AS_UNKNOWN,
     CODE_RANGES,
     CODE_VERDICTS,
@@ -22,7 +23,6 @@ from forwarder.classify import (
     code_verdict,
     parse_retry_after,
 )
-from forwarder.errors import TransportError
 
 NOW = 1_760_000_000.0
 

@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 
 from forwarder import decide
 from forwarder.backoff import BackoffPolicy
-from forwarder.classify import ApiResponse, Outcome, Verdict, classify, classify_transport
 from forwarder.decide import Action
 from forwarder.errors import TransportError
+from forwarder.outcome import ApiResponse, Outcome, Verdict
+from forwarder.tiktok.classify import classify, classify_transport
 
 PIXEL = "D34FV3JC77U1PDQ72P1G"
 POLICY = decide.Policy(

@@ -16,7 +16,9 @@ import aiohttp
 import orjson
 import pytest
 
-from forwarder.fake_tiktok import TRACK_PATH, FakeTikTok, Scripted, main
+from forwarder.fake_tiktok import FakeTikTok, Scripted
+from forwarder.fake_tiktok.__main__ import main
+from forwarder.tiktok.spec import TRACK_PATH
 
 TOKEN = "test-token"
 HASHED = hashlib.sha256(b"alice@example.com").hexdigest()

@@ -17,9 +17,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from forwarder.classify import CODE_RANGES, CODE_VERDICTS, Verdict, code_verdict
 from forwarder.fake_tiktok import FakeTikTok, Scripted
+from forwarder.outcome import Verdict
 from forwarder.store.sqlite import SQLiteStore
+from forwarder.tiktok.classify import CODE_RANGES, CODE_VERDICTS, code_verdict
 
 from .conftest import insert
 from .helpers import purchase, query, statuses

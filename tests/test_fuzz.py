@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.payload import CONSENT_KEYS, PAYLOAD_KEYS, USER_KEYS
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
+from forwarder.tiktok.build_row import CONSENT_KEYS, PAYLOAD_KEYS
+from forwarder.tiktok.spec import USER_KEYS
 
 from .helpers import purchase, query
 from .test_worker import TOKEN, Harness

@@ -12,10 +12,11 @@ import pytest
 
 from forwarder import decide
 from forwarder.backoff import BackoffPolicy
-from forwarder.classify import ApiResponse, Outcome, classify
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.holds import Holds
+from forwarder.outcome import ApiResponse, Outcome
 from forwarder.store.sqlite import SQLiteStore
+from forwarder.tiktok.classify import classify
 
 from .conftest import insert
 from .helpers import purchase, query, statuses, wait_until

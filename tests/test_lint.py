@@ -12,19 +12,10 @@ import pytest
 
 from forwarder import metrics
 from forwarder.commands import enqueue
-from forwarder.lint import (
-    APP_EVENTS,
-    COLUMNS,
-    CURRENCIES,
-    ERROR,
-    RENAMED_EVENTS,
-    SUNSET_EVENTS,
-    WARNING,
-    WEB_EVENTS,
-    Finding,
-    lint,
-)
-from forwarder.payload import sha256_hex
+from forwarder.tiktok.build_row import COLUMNS
+from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.normalise import sha256_hex
+from forwarder.tiktok.spec import APP_EVENTS, CURRENCIES, RENAMED_EVENTS, SUNSET_EVENTS, WEB_EVENTS
 
 NOW = 1_760_000_000.0
 DAY = 86400

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from forwarder.meta_capi import NotConvertible, convert
+from forwarder.tiktok.meta_capi import NotConvertible, convert
 
 #: Meta, "Using the API" (developers.facebook.com .../conversions-api/using-the-api), Send
 #: Requests: a website Purchase with hashed e-mail and phones, fbc and fbp.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from forwarder.classify import CODE_VERDICTS
 from forwarder.metrics import KNOWN_CODES, code_label, pause_label
+from forwarder.tiktok.classify import CODE_VERDICTS
 
 
 def test_every_exact_table_code_is_its_own_label() -> None:

@@ -10,17 +10,8 @@ import phonenumbers
 import pytest
 
 from forwarder.events import OutboxRow
-from forwarder.payload import (
-    BuildOptions,
-    Built,
-    Destination,
-    Refused,
-    build,
-    hash_identifier,
-    normalize_email,
-    normalize_phone,
-    sha256_hex,
-)
+from forwarder.tiktok.build import BuildOptions, Built, Destination, Refused, build
+from forwarder.tiktok.normalise import hash_identifier, normalize_email, normalize_phone, sha256_hex
 
 NOW = 1_760_000_000.0
 DAY = 86400

@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
-from forwarder import phones
-from forwarder.payload import normalize_phone
-from forwarder.phones import PhoneHashCache, normalise_phone, normalise_phone_strict
+from forwarder.tiktok import phones
+from forwarder.tiktok.normalise import normalize_phone
+from forwarder.tiktok.phones import PhoneHashCache, normalise_phone, normalise_phone_strict
 
 #: The corpus' regions: national formats are parsed with these; international ones without any.
 REGIONS = ("US", "CA", "GB", "DE", "FR", "IN", "BR", "AU", "JP", "IT", "MX", "ES")

@@ -11,9 +11,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from forwarder.classify import ApiResponse, Verdict, classify
-from forwarder.fake_tiktok import TRACK_PATH, FakeTikTok, Scripted
-from forwarder.tiktok import TikTokClient
+from forwarder.fake_tiktok import FakeTikTok, Scripted
+from forwarder.outcome import ApiResponse, Verdict
+from forwarder.tiktok.classify import classify
+from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.spec import TRACK_PATH
 
 from .conftest import insert
 from .helpers import purchase, query, statuses, wait_until

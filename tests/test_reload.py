@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.tiktok import TikTokClient
+from forwarder.tiktok.client import TikTokClient
 
 from .conftest import insert
 from .helpers import purchase, statuses, wait_until

@@ -19,17 +19,19 @@ from aiohttp import web
 
 from forwarder import logs
 from forwarder.backoff import BackoffPolicy
-from forwarder.classify import Verdict, classify
 from forwarder.errors import ConfigError, StoreError
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.metrics import Metrics
+from forwarder.outcome import Verdict
 from forwarder.pacing import Pacer
-from forwarder.payload import BuildOptions
 from forwarder.settings import load_settings
 from forwarder.store.base import Retry
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.store.sqlite import outbox as sqlite_outbox
-from forwarder.tiktok import TRACK_PATH, TikTokClient
+from forwarder.tiktok.build import BuildOptions
+from forwarder.tiktok.classify import classify
+from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.spec import TRACK_PATH
 from forwarder.worker import Worker, WorkerConfig
 
 from .conftest import insert

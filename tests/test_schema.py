@@ -7,9 +7,11 @@ from typing import Any
 import orjson
 import pytest
 
-from forwarder import checks, schema
 from forwarder.events import OutboxRow
-from forwarder.payload import PAYLOAD_KEYS, USER_KEYS, BuildOptions, Built, Refused, build
+from forwarder.tiktok import checks, schema
+from forwarder.tiktok.build import BuildOptions, Built, Refused, build
+from forwarder.tiktok.build_row import PAYLOAD_KEYS
+from forwarder.tiktok.spec import USER_KEYS
 
 NOW = 1_760_000_000.0
 OPTS = BuildOptions("PIXEL", "US", "granted", 7 * 86400.0, None)

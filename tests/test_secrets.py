@@ -21,7 +21,7 @@ from aiohttp import web
 
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.settings import Settings, load_settings
-from forwarder.tiktok import TRACK_PATH
+from forwarder.tiktok.spec import TRACK_PATH
 
 from .conftest import insert
 from .helpers import purchase, query, statuses, wait_until

@@ -7,9 +7,16 @@ from typing import Any
 
 import pytest
 
-from forwarder.lint import ERROR, WARNING, Finding, lint
-from forwarder.payload import sha256_hex
-from forwarder.shapes import OUTBOX_ROW, TIKTOK_EVENT, TIKTOK_REQUEST, Report, check, shape_of
+from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.normalise import sha256_hex
+from forwarder.tiktok.shapes import (
+    OUTBOX_ROW,
+    TIKTOK_EVENT,
+    TIKTOK_REQUEST,
+    Report,
+    check,
+    shape_of,
+)
 
 NOW = 1_760_000_000.0
 MAX_AGE = 7 * 86400.0

@@ -10,7 +10,8 @@ from aiohttp import web
 from aioresponses import aioresponses
 
 from forwarder.errors import TransportError
-from forwarder.tiktok import TRACK_PATH, TikTokClient
+from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.spec import TRACK_PATH
 
 API = "https://business-api.tiktok.com"
 TOKEN = "secret-token-value"

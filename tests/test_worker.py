@@ -20,11 +20,11 @@ from forwarder.errors import ConfigError, StoreError
 from forwarder.fake_tiktok import FakeTikTok, Scripted
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
-from forwarder.payload import BuildOptions
 from forwarder.settings import Settings
 from forwarder.startup import worker_config
 from forwarder.store.sqlite import SQLiteStore
-from forwarder.tiktok import TikTokClient
+from forwarder.tiktok.build import BuildOptions
+from forwarder.tiktok.client import TikTokClient
 from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
 
 from .conftest import insert

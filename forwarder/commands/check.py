@@ -12,16 +12,18 @@ from typing import Any
 import aiohttp
 import orjson
 
-from forwarder import shapes, startup
-from forwarder.classify import Verdict, classify, classify_transport
+from forwarder import startup
 from forwarder.commands import common, helptext
 from forwarder.errors import ConfigError, StoreError, TransportError
 from forwarder.migrate import load
+from forwarder.outcome import Verdict
 from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store import redact_url
 from forwarder.store.base import OutboxStore
-from forwarder.tiktok import TikTokClient
+from forwarder.tiktok import shapes
+from forwarder.tiktok.classify import classify, classify_transport
+from forwarder.tiktok.client import TikTokClient
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:

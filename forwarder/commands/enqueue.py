@@ -10,15 +10,15 @@ from typing import Any
 
 import orjson
 
-from forwarder import lint, payload, startup
+from forwarder import startup
 from forwarder.commands import common, helptext
 from forwarder.errors import ConfigError
 from forwarder.events import OutboxRow
 from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store.base import NewEvent
-
-COLUMNS = lint.COLUMNS  # the outbox columns an event is given as
+from forwarder.tiktok.build import Refused, build
+from forwarder.tiktok.build_row import COLUMNS
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:
@@ -86,8 +86,8 @@ def enqueue_event(settings: Settings, args: argparse.Namespace) -> int:
         0,
         now,
     )
-    checked = payload.build(row, startup.build_options(settings), now)
-    if isinstance(checked, payload.Refused):
+    checked = build(row, startup.build_options(settings), now)
+    if isinstance(checked, Refused):
         print(f"forwarder: refused: {printable(checked.reason)}", file=sys.stderr)
         return common.EXIT_REFUSED
     row_id, new = common.with_store(settings, lambda store: store.insert(event))

@@ -10,12 +10,13 @@ from typing import Any
 
 import orjson
 
-from forwarder import payload, startup
+from forwarder import startup
 from forwarder.commands import common, helptext
 from forwarder.events import OutboxRow
 from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store.base import RowDetail
+from forwarder.tiktok.build import Refused, build
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:
@@ -52,8 +53,8 @@ def _hashed_view(row: RowDetail, settings: Settings) -> dict[str, Any] | str:
     shown = dataclasses.replace(
         options, max_age_s=1e12, default_pixel=options.default_pixel or "DEFAULT"
     )
-    built = payload.build(outbox, shown, time.time())
-    if isinstance(built, payload.Refused):
+    built = build(outbox, shown, time.time())
+    if isinstance(built, Refused):
         return f"not shown ({built.code}): {built.reason}"
     return built.event
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from forwarder import backoff, payload
-from forwarder.classify import ApiResponse
+from forwarder import backoff
+from forwarder.outcome import ApiResponse
+from forwarder.tiktok import build as payload
 
 
 class Sender(Protocol):
-    """Sends one request body to TikTok (forwarder.tiktok.TikTokClient)."""
+    """Sends one request body to TikTok (forwarder.tiktok.client.TikTokClient)."""
 
     async def send(self, body: bytes) -> ApiResponse:
         """POST *body*; raise TransportError when no answer came."""

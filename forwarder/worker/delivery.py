@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import time
 
-from forwarder.batching import Batch
-from forwarder.classify import Outcome, classify, classify_transport
 from forwarder.errors import TransportError
 from forwarder.metrics import code_label
+from forwarder.outcome import Outcome
 from forwarder.store.base import Retry
+from forwarder.tiktok.batching import Batch
+from forwarder.tiktok.classify import classify, classify_transport
 from forwarder.worker.rows import THROTTLE_SPREAD_S
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared

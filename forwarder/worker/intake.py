@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from forwarder import payload
-from forwarder.batching import Item, make_batches
 from forwarder.events import OutboxRow
 from forwarder.store.base import Dead
+from forwarder.tiktok import build as payload
+from forwarder.tiktok.batching import Item, make_batches
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared

@@ -3,7 +3,7 @@ by our lease, with the totals, metrics and log lines that go with them."""
 
 from __future__ import annotations
 
-from forwarder.classify import Outcome
+from forwarder.outcome import Outcome
 from forwarder.store.base import Dead, Retry
 from forwarder.worker.shared import Shared
 

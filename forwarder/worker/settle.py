@@ -12,11 +12,11 @@ from collections import Counter
 from typing import Any
 
 from forwarder import decide
-from forwarder.batching import Batch
-from forwarder.classify import Outcome, Verdict
 from forwarder.metrics import event_label, pause_label
+from forwarder.outcome import Outcome, Verdict
 from forwarder.pacing import STORM_PREFIX
 from forwarder.store.base import Dead, Retry
+from forwarder.tiktok.batching import Batch
 from forwarder.worker.rows import Rows
 from forwarder.worker.shared import Shared
 

@@ -6,11 +6,10 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from forwarder.classify import ApiResponse
 from forwarder.errors import TransportError
+from forwarder.outcome import ApiResponse
+from forwarder.tiktok.spec import TRACK_PATH
 
-#: tiktok-events-api.md §1: the consolidated Events API 2.0 endpoint (S1, S3, S4, S5).
-TRACK_PATH = "/open_api/v1.3/event/track/"
 MAX_BODY_BYTES = 1_000_000  # TikTok's answers are tiny; anything longer is garbage
 
 

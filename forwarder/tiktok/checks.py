@@ -1,15 +1,17 @@
-"""TikTok's closed lists of values, and the check of one field: its type, its fix, its refusal.
+"""The check of one field of TikTok's event: its type, its fix, its refusal.
 
 Each check takes the value and the field's name (for the reason) and returns the value to send,
-the given one when it is right, or raises Invalid. ``forwarder.schema`` names, per field of
-TikTok's event, which check applies. § are to tiktok-events-api.md; S1 and S2 are the sources
-``forwarder.schema`` cites.
+the given one when it is right, or raises Invalid. ``forwarder.tiktok.schema`` names, per field
+of TikTok's event, which check applies; the closed lists of values the checks test against are
+``forwarder.tiktok.spec``'s. The wording refusals share (a type's name, an unknown key, a list of
+sources, an age in days) is here too. § are to tiktok-events-api.md.
 """
 
 from __future__ import annotations
 
 import re
-from socket import AF_INET, AF_INET6, inet_pton
+
+from forwarder.tiktok.spec import ATT_STATUSES, CONTENT_TYPES, CURRENCIES, EVENT_SOURCES
 
 #: The verdicts for a wrong value: the row is dead-lettered, or the field is not sent.
 DEAD = "dead"
@@ -25,61 +27,13 @@ SOURCE = "source"  # not accepted for this event_source (a custom event in an of
 AGE = "age"  # older than FORWARDER_MAX_EVENT_AGE (code too_old)
 RULES = (MISSING, TYPE, VALUE, UNKNOWN_KEY, JSON, SOURCE, AGE)
 
-#: §2.1 (S1 ``enum/event_source.go``): the ``event_source`` values.
-EVENT_SOURCES = ("web", "app", "offline", "crm")
+#: The sets of event_source values the schema's rows name (see spec.EVENT_SOURCES).
 ALL = frozenset(EVENT_SOURCES)
 WEB = frozenset({"web"})
 APP = frozenset({"app"})
 WEB_APP = frozenset({"web", "app"})
 CRM = frozenset({"crm"})
 NONE: frozenset[str] = frozenset()
-
-#: §8.1 (S1 ``enum/event_type.go``): the standard web events, also offline's and CRM's.
-# fmt: off
-WEB_EVENTS = (
-    "AddPaymentInfo", "AddToCart", "AddToWishlist", "ApplicationApproval", "CompleteRegistration",
-    "Contact", "CustomizeProduct", "Download", "FindLocation", "InitiateCheckout", "Lead",
-    "Purchase", "Schedule", "Search", "StartTrial", "SubmitApplication", "Subscribe",
-    "ViewContent",
-)
-# fmt: on
-#: §8.3: the standard app events (note the casing of LaunchAPP, InAppADClick, InAppADImpr).
-# fmt: off
-APP_EVENTS = (
-    "AchieveLevel", "AddPaymentInfo", "AddToCart", "AddToWishlist", "Checkout", "CompleteTutorial",
-    "CreateGroup", "CreateRole", "GenerateLead", "InAppADClick", "InAppADImpr", "InstallApp",
-    "JoinGroup", "LaunchAPP", "LoanApplication", "LoanApproval", "LoanDisbursal", "Login",
-    "Purchase", "Rate", "Registration", "Search", "SpendCredits", "StartTrial", "Subscribe",
-    "UnlockAchievement", "ViewContent",
-)
-# fmt: on
-#: §8.2 (S7, 1 May 2025, web/offline/CRM): renamed events, auto-converted by TikTok.
-RENAMED_EVENTS = {"CompletePayment": "Purchase", "SubmitForm": "Lead"}
-#: §8.2: soft-deprecated events, supported until 2027 and then sunset, with what to use instead.
-SUNSET_EVENTS = {
-    "PlaceAnOrder": "Purchase (one Purchase per order, event_id = the order id)",
-    "ClickButton": "a standard event for what the click means (Contact, Lead, ...) or a custom one",
-}
-#: §2.2 (S1 ``Event.Event``): an offline event set takes standard events only; TikTok still
-#: converts the renamed ones and supports the soft-deprecated ones until 2027 (§8.2).
-OFFLINE_EVENTS = frozenset((*WEB_EVENTS, *RENAMED_EVENTS, *SUNSET_EVENTS))
-
-#: §2.4: the 62 ISO 4217 codes TikTok supports for properties.currency: S1 ``Properties.Currency``
-#: and S2 ``PixelProperties.md`` list the same codes (both list PHP twice).
-# fmt: off
-CURRENCIES = frozenset((
-    "AED", "ARS", "AUD", "BDT", "BHD", "BIF", "BOB", "BRL", "CAD", "CHF", "CLP", "CNY",
-    "COP", "CRC", "CZK", "DKK", "DZD", "EGP", "EUR", "GBP", "GTQ", "HKD", "HNL", "HUF",
-    "IDR", "ILS", "INR", "ISK", "JPY", "KES", "KHR", "KRW", "KWD", "KZT", "MAD", "MOP",
-    "MXN", "MYR", "NGN", "NIO", "NOK", "NZD", "OMR", "PEN", "PHP", "PKR", "PLN", "PYG",
-    "QAR", "RON", "RUB", "SAR", "SEK", "SGD", "THB", "TRY", "TWD", "UAH", "USD", "VES",
-    "VND", "ZAR",
-))
-# fmt: on
-#: §2.4 (S1 ``Properties.ContentType``, S2 ``PixelContent.md``): sku ids or item group ids.
-CONTENT_TYPES = frozenset(("product", "product_group"))
-#: §2.3 (S1 ``User.AttStatus``): iOS App Tracking Transparency states.
-ATT_STATUSES = frozenset(("AUTHORIZED", "DENIED", "NOT_DETERMINED", "RESTRICTED", "NOT_APPLICABLE"))
 
 _TYPE_NAMES: dict[type, str] = {
     type(None): "null",
@@ -91,9 +45,11 @@ _TYPE_NAMES: dict[type, str] = {
     dict: "object",
     bytes: "bytes",
 }
+#: Key names quoted back in a reason; anything else might be personal data and is not shown.
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_DAY = 86400.0
 _NUMBER_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _INTEGER_TEXT = re.compile(r"-?[0-9]+")
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class Invalid(Exception):
@@ -108,6 +64,29 @@ class Invalid(Exception):
 def type_name(value: object) -> str:
     """Name *value*'s JSON type as a reason shows it ("string", "object", ...)."""
     return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def unknown_key(key: str) -> str:
+    """Name an unknown *key* in a reason: quoted when it looks like a field name, else not."""
+    if FIELD_NAME.fullmatch(key):
+        return f"unknown key {key!r}"
+    return "an unknown key (not shown: it does not look like a field name)"
+
+
+def key_path(where: str, key: str) -> str:
+    """The path of an unknown *key* in a Refused, or of its object when it is not quotable."""
+    return f"{where}.{key}" if FIELD_NAME.fullmatch(key) else where
+
+
+def source_names(sources: frozenset[str]) -> str:
+    """Name *sources* for a reason, in EVENT_SOURCES' order: "web and app"."""
+    return " and ".join(source for source in EVENT_SOURCES if source in sources)
+
+
+def days(seconds: float) -> str:
+    """*seconds* in days for a reason: "7", "1.5", "0.25"."""
+    count = seconds / _DAY
+    return f"{round(count, 1):g}" if count >= 1 else f"{count:.2g}"
 
 
 # --- checks: each returns the value to send (the given one when it is right) or raises -------
@@ -214,32 +193,3 @@ def check_att_status(value: object, field: str) -> object:
     if status in ATT_STATUSES:
         return status
     raise Invalid(VALUE, field, f"{field} must be one of {', '.join(sorted(ATT_STATUSES))}")
-
-
-# --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---
-
-
-def normalize_ip(raw: str) -> str | None:
-    """Return *raw* trimmed if it is an IPv4 or IPv6 address (§2.3), else None."""
-    try:
-        inet_pton(AF_INET6 if ":" in raw else AF_INET, raw)
-        return raw
-    except OSError:
-        pass
-    stripped = raw.strip()
-    if stripped == raw or not stripped:
-        return None
-    return normalize_ip(stripped)
-
-
-def normalize_idfa(raw: str) -> str | None:
-    """Trim; a raw IDFA is upper-case, a SHA-256 of one lower-case (§2.3, §6)."""
-    idfa = raw.strip()
-    if not idfa:
-        return None
-    return idfa.lower() if len(idfa) == 64 and _HEX64.fullmatch(idfa) else idfa.upper()
-
-
-def normalize_gaid(raw: str) -> str | None:
-    """Trim and lower-case, raw or hashed (§2.3, §6)."""
-    return raw.strip().lower() or None

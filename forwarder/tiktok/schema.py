@@ -1,10 +1,11 @@
 """TikTok's Events 2.0 event and request as one declarative table: type, fix and verdict per field.
 
-The payload builder (``payload.build``, every event) and the lint (``forwarder check --payload``)
-both read this table: the builder checks and normalises each typed field with the ``check`` of
-its row, and the lint reports the builder's refusals, so the two cannot disagree. A field whose
-value is wrong gets the row's verdict: DEAD (the row is refused with code ``malformed`` and a
-reason naming the rule and the field), or DROP (the field is not sent; a warning says why).
+The event builder (``forwarder.tiktok.build``, every event) and the lint (``forwarder check
+--payload``) both read this table: the builder checks and normalises each typed field with the
+``check`` of its row, and the lint reports the builder's refusals, so the two cannot disagree.
+A field whose value is wrong gets the row's verdict: DEAD (the row is refused with code
+``malformed`` and a reason naming the rule and the field), or DROP (the field is not sent; a
+warning says why).
 
 Sources, cited per row (§ are to tiktok-events-api.md; the repositories at the commits named):
 
@@ -28,13 +29,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from forwarder.checks import (
+from forwarder.tiktok.checks import (
     ALL,
     APP,
-    ATT_STATUSES,
-    CONTENT_TYPES,
     CRM,
-    CURRENCIES,
     DEAD,
     DROP,
     NONE,
@@ -53,6 +51,7 @@ from forwarder.checks import (
     check_string,
     type_name,
 )
+from forwarder.tiktok.spec import ATT_STATUSES, CONTENT_TYPES, CURRENCIES
 
 Check = Callable[[object, str], object]
 
@@ -67,7 +66,7 @@ class Field(NamedTuple):
     fix: str  # what the builder normalises, "" when it sends the value as given
     wrong: str  # a value of the right type but wrong: DEAD, or DROP (not sent, a warning); a
     # wrong JSON type is always DEAD, a field sent for another event_source always DROP
-    check: Check | None  # the builder's check (payload.py hashes and drops identifiers itself)
+    check: Check | None  # the builder's check (build_user.py hashes and drops identifiers itself)
     cite: str
 
 
@@ -209,7 +208,7 @@ def _index(items: list[object], item: object) -> int:
 
 
 _S1_USER = "S1 User"
-_HASHED = "SHA-256 of the normalised value (§6)"
+_HASHED = "SHA-256 of the normalised value (docs/tiktok-events-api.md §6)"
 # fmt: off
 FIELDS: tuple[Field, ...] = (
     # §2.1: the request. event_source_id is the row's pixel_code or TIKTOK_PIXEL_CODE.

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import enum
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
@@ -15,94 +13,28 @@ from typing import Final
 import orjson
 
 from forwarder.errors import TransportError
+from forwarder.outcome import About, ApiResponse, Outcome, Verdict
 
 #: The longest message kept on an outcome; TikTok's messages are short, anything longer is noise.
 MESSAGE_MAX_CHARS: Final = 300
 
 
-class Verdict(enum.StrEnum):
-    """What the caller does with the events of one request."""
-
-    #: TikTok took every event of the request.
-    ACCEPTED = "accepted"
-    #: Transient; back off these events (counts an attempt).
-    RETRY = "retry"
-    #: Rate limit; slow the whole destination, count no attempt.
-    THROTTLE = "throttle"
-    #: Credentials, permission or configuration; pause the destination, count no attempt,
-    #: dead-letter nothing.
-    PAUSE = "pause"
-    #: TikTok refused the request's content; isolate the bad event(s), dead-letter only them.
-    REJECT = "reject"
-    #: 40101/40102: sources conflict; retry a few times, then the caller pauses and alerts.
-    AMBIGUOUS = "ambiguous"
-
-
-@dataclass(frozen=True, slots=True)
-class ApiResponse:
-    """What came back from one POST: status, raw body and the raw Retry-After header."""
-
-    status: int
-    body: bytes
-    retry_after: str | None
-    #: For a 3xx: where it points, as scheme://host:port (no path, no query, no token).
-    location: str | None = None
-
-
-class About(enum.StrEnum):
-    """What an answer that refuses the whole request is about, beyond the events."""
-
-    #: The access token: every request fails alike.
-    TOKEN = "token"
-    #: The request's event source (its pixel): the pixel is refused or malformed.
-    SOURCE = "source"
-    #: The request's test_event_code.
-    TEST_CODE = "test_code"
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """The verdict on one request, with what the caller stores and logs."""
-
-    verdict: Verdict
-    #: TikTok's body code as a string ("0", "40002"), or "http_429", "http_503", "timeout",
-    #: "connection", "bad_body".
-    code: str
-    #: A short reason a person can act on: TikTok's message (at most 300 chars) or ours; never
-    #: any header value and never the response body of a non-JSON answer.
-    message: str
-    request_id: str | None
-    #: The server-given delay in seconds (parsed, > 0), else None; set for every verdict.
-    retry_after_s: float | None = None
-    #: For REJECT: the data[] index TikTok's message names, if any.
-    bad_index: int | None = None
-    #: For REJECT: the message names a top-level field, so every event shares the fault.
-    whole_request: bool = False
-    #: For RETRY: an unknown code (or HTTP status); the caller spreads its retries over minutes
-    #: and dead-letters after a few attempts, unless it answers every request (then it pauses).
-    bounded: bool = False
-    #: For PAUSE and a whole-request REJECT: what the refusal is about, when the answer says
-    #: (a pixel refused, the test code, the token); None: the destination as a whole.
-    about: About | None = None
-
-
 # --- The code table --------------------------------------------------------------------------
 # tiktok-events-api.md §5.1 (names from the official SDK enum, S2) and §10 (recommendations).
-# TikTok's body code decides, whatever the HTTP status (§1: S4 mocks answer 200 for errors; S15
-# quotes the docs: the code "takes precedence over HTTP status codes"). Every code of S2's enum
-# has a verdict here: an exact entry, a range, or AS_UNKNOWN. Where only the SDK's name speaks
-# for a code (no doc text, no observed answer), the comment says "by name".
+# TikTok's body code decides, whatever the HTTP status (§1: S4 mocks answer 200 for errors).
+# Every code of S2's enum has a verdict here: an exact entry, a range, or AS_UNKNOWN. Where only
+# the SDK's name speaks for a code (no doc text, no observed answer), the comment says "by name".
 
 #: Exact body codes → verdict. Codes in neither this table nor CODE_RANGES are RETRY, bounded.
 CODE_VERDICTS: Final[Mapping[int, Verdict]] = MappingProxyType(
     {
         # §4, §10.1: success is code 0 "OK" (S2, S4); 20001 PARTIAL_OK is documented as success
-        # (S2, S15) and S4 treats it so. The caller logs 20001's message at warn level.
+        # (S2) and S4 treats it so. The caller logs 20001's message at warn level.
         0: Verdict.ACCEPTED,
         20001: Verdict.ACCEPTED,
         # §3.4, §5.1, §5.2, §10.2: rate limits. 40100 REQUEST_TOO_FREQUENT (S2; retried as a
-        # throttle by S4, S9, S10, S11), 40016 BIZ_FC_ERROR (S2, S10, S15), 40132
-        # REQUEST_FREQUENCY_LIMITED (S2, S15), 40133 advertiser-level QPS (S14, S15),
+        # throttle by S4, S9, S10), 40016 BIZ_FC_ERROR (S2, S10), 40132 REQUEST_FREQUENCY_LIMITED
+        # (S2), 40133 advertiser-level QPS (§5.1: reported by integrators, unverified),
         # 61000 TOO_MANY_REQUESTS_BL (S2; "yes, long backoff").
         40100: Verdict.THROTTLE,
         40016: Verdict.THROTTLE,
@@ -176,7 +108,7 @@ CODE_RANGES: Final[tuple[tuple[int, int, Verdict], ...]] = (
     # §5.1: the advertiser account and its roles (S2: 40300 ADVERTISER_NOT_EXIST, 40301
     # ADVERTISER_ROLE_ERROR, 40302 CUSTOMER_ADVERTISER_NOT_EXIST, 40309 REQUIRE_LOGIN).
     (40300, 40309, Verdict.PAUSE),
-    # §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10, S11 retry 51001/51010/51039),
+    # §5.1, §10.2: 51xxx RPC/internal timeouts (S2 names; S10 retries 51001/51010/51039),
     # 52xxx and 53xxx DB/RDS/TOS/serialization errors (S2).
     (51000, 51999, Verdict.RETRY),
     (52000, 52999, Verdict.RETRY),

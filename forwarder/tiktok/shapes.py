@@ -20,16 +20,15 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-from forwarder.checks import EVENT_SOURCES, MISSING, TYPE, VALUE, type_name
-from forwarder.lint import ERROR, WARNING, Finding, lint
-from forwarder.payload import DEFAULT_EVENT_SOURCE, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS
+from forwarder.tiktok.build_row import DEFAULT_EVENT_SOURCE
+from forwarder.tiktok.checks import MISSING, TYPE, VALUE, type_name
+from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.spec import EVENT_SOURCES, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS, MAX_EVENTS
 
 OUTBOX_ROW = "outbox row"
 TIKTOK_EVENT = "TikTok event"
 TIKTOK_REQUEST = "TikTok request"
 
-#: §3.1: at most 1,000 events per request, or TikTok rejects the whole request.
-MAX_EVENTS = 1000
 #: The keys an outbox row has and a TikTok event has not (event_source is the request's, §2.1).
 _ROW_ONLY = frozenset(("payload", "pixel_code", "event_source", "test_event_code"))
 #: The objects of a TikTok event (§2.2), which a row holds inside payload.
@@ -130,8 +129,8 @@ def _unhashed(user: object) -> list[Finding]:
                     WARNING,
                     f"user.{key}",
                     f"user.{key} is not a lower-case SHA-256: TikTok's shape wants it hashed "
-                    "(§6), so this body cannot be sent to TikTok as it is; enqueued, the daemon "
-                    "normalises and hashes it",
+                    "(docs/tiktok-events-api.md §6), so this body cannot be sent to TikTok as it "
+                    "is; enqueued, the daemon normalises and hashes it",
                 )
             )
     return found
@@ -191,14 +190,19 @@ def _request_fields(body: dict[str, Any]) -> list[Finding]:
     elif not data:
         error("data", MISSING, "data holds no event")
     elif len(data) > MAX_EVENTS:
-        error("data", VALUE, f"data holds {len(data)} events, more than {MAX_EVENTS} (§3.1)")
+        error(
+            "data",
+            VALUE,
+            f"data holds {len(data)} events, more than {MAX_EVENTS} "
+            "(docs/tiktok-events-api.md §3.1)",
+        )
     if "partner_name" in body:
         found.append(
             Finding(
                 WARNING,
                 "partner_name",
                 "partner_name is for integrations TikTok registered as partners; another name "
-                "gets 40063 (§2.1); the daemon does not send one",
+                "gets 40063 (docs/tiktok-events-api.md §2.1); the daemon does not send one",
             )
         )
     for key in body:

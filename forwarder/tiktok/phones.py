@@ -1,6 +1,6 @@
 """Normalise phone numbers to E.164 (tiktok-events-api.md §6) without parsing the common shapes.
 
-``normalise_phone(raw, region)`` returns exactly what ``forwarder.payload.normalize_phone`` returns
+``normalise_phone(raw, region)`` returns exactly what ``normalise.normalize_phone`` returns
 for every input: phonenumbers' E.164 when ``is_possible_number`` holds, else None, after the same
 two shortcuts (already international; North American national). What those shortcuts leave is
 decided here from phonenumbers' own metadata (country codes, international and national prefixes,
@@ -236,7 +236,7 @@ def _decide(raw: str, region: str | None) -> str | None:
 def normalise_phone(raw: str, region: str | None) -> str | None:
     """Return *raw* in E.164 with its leading "+" (§6), or None when it is not a possible number.
 
-    The same answer as forwarder.payload.normalize_phone for every input, shortcuts included.
+    The same answer as normalise.normalize_phone for every input, shortcuts included.
     """
     if "(0)" not in raw:
         compact = (

@@ -8,11 +8,10 @@ from typing import NamedTuple
 
 import orjson
 
-from forwarder.payload import Built, Destination
+from forwarder.tiktok.build import Built, Destination
+from forwarder.tiktok.spec import MAX_EVENTS
 
-#: tiktok-events-api.md §3.1: at most 1,000 events per request (S1, S4).
-MAX_EVENTS = 1000
-#: The keys payload.build puts first in every event; they are outbox columns, not payload.
+#: The keys build.build puts first in every event; they are outbox columns, not payload.
 ENVELOPE = ("event", "event_time", "event_id")
 _ENVELOPE_KEYS = frozenset(ENVELOPE)
 
@@ -35,7 +34,7 @@ class Item(NamedTuple):
         """The event as a sent row keeps it: the JSON sent, without the envelope columns.
 
         Cut from the bytes already serialised for the request rather than serialised again:
-        with the envelope's three keys first (as payload.build makes every event), the rest of
+        with the envelope's three keys first (as build.build makes every event), the rest of
         ``data`` after them is exactly the JSON of the remaining keys.
         """
         event = self.built.event
@@ -125,7 +124,7 @@ def make_batches(
     bases: dict[Destination, int] = {}
     batches: list[Batch] = []
     oversize: list[Item] = []
-    # Consecutive events usually share one destination (payload.build even shares the object),
+    # Consecutive events usually share one destination (build.build even shares the object),
     # so the last destination's state stays in locals and the dicts are consulted only when the
     # destination changes: hashing a Destination runs Python code.
     dest: Destination | None = None

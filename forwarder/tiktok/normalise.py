@@ -1,0 +1,152 @@
+"""Identifiers in the form TikTok matches on, and their SHA-256 (tiktok-events-api.md §6).
+
+The hashed identifiers (email, phone, external_id, first and last name, zip code) are
+normalised, then hashed; a value that is already a SHA-256 passes through lower-cased. The
+identifiers TikTok takes raw but in one form (ip, idfa, gaid) are normalised only. A None means
+the value cannot be read and is dropped; ``forwarder.tiktok.build_user`` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable
+from socket import AF_INET, AF_INET6, inet_pton
+
+import phonenumbers
+
+#: A SHA-256 in hex, in either case.
+HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+#: §6: E.164 with the leading "+", no leading 0 after it, at most 15 digits.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_sha256 = hashlib.sha256
+
+
+def sha256_hex(value: str) -> str:
+    """Return the lower-case hex SHA-256 of *value* encoded as UTF-8."""
+    return _sha256(value.encode("utf-8")).hexdigest()
+
+
+def normalize_email(raw: str) -> str | None:
+    """Trim and lower-case an email (§6); return None when it is not an address."""
+    email = raw.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return email
+
+
+_NANP_REGIONS = frozenset({"US", "CA"})
+_NANP = re.compile(r"1?[2-9]\d{2}[2-9]\d{6}")
+
+
+def normalize_phone(raw: str, region: str | None) -> str | None:
+    """Return *raw* in E.164 with its leading "+" (§6), or None when it cannot be parsed."""
+    # Fast path: already international once the usual punctuation is gone. A "(0)" is a trunk
+    # prefix ("+44 (0)20 ..."); keeping its 0 would break §6's "no leading 0", so parse those.
+    if "(0)" not in raw:
+        # The usual punctuation removed; five replace() calls cost less than one translate().
+        compact = (
+            raw.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
+        )
+        if _E164.fullmatch(compact):
+            return compact
+        # Second fast path: a North American national number (NXX-NXX-XXXX, area code and
+        # exchange starting 2-9), which libphonenumber would turn into "+1" + its ten digits.
+        if region in _NANP_REGIONS and _NANP.fullmatch(compact):
+            return "+1" + compact[-10:]
+    # §6: TikTok recommends libphonenumber for everything else.
+    try:
+        number = phonenumbers.parse(raw, region.upper() if region else None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(number):
+        return None
+    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return e164
+
+
+def _normalize_external_id(raw: str, region: str | None) -> str | None:
+    # §6: hashed as given, no lowercasing or trimming; a blank id identifies nobody.
+    return raw if raw.strip() else None
+
+
+def _normalize_name(raw: str, region: str | None) -> str | None:
+    # §6 (from S3/S4/S5): trim and lower-case.
+    return raw.strip().lower() or None
+
+
+def _normalize_zip(raw: str, region: str | None) -> str | None:
+    # §6 (from S4): trim, lower-case, remove spaces and dashes.
+    return raw.strip().lower().replace(" ", "").replace("-", "") or None
+
+
+def _normalize_email(raw: str, region: str | None) -> str | None:
+    # normalize_email, inlined: this runs for every event.
+    email = raw.strip().lower()
+    local, at, domain = email.rpartition("@")
+    if not (at and local and domain):
+        return None
+    return email
+
+
+NORMALIZERS: dict[str, Callable[[str, str | None], str | None]] = {
+    "email": _normalize_email,
+    "phone": normalize_phone,
+    "external_id": _normalize_external_id,
+    "first_name": _normalize_name,
+    "last_name": _normalize_name,
+    "zip_code": _normalize_zip,
+}
+
+
+def hash_identifier(kind: str, raw: str, region: str | None) -> str | None:
+    """Normalise and hash one identifier as TikTok specifies (§6); return None to drop it."""
+    normalizer = NORMALIZERS.get(kind)
+    if normalizer is None:
+        raise ValueError(
+            f"unknown identifier kind {kind!r}; expected one of {', '.join(NORMALIZERS)}"
+        )
+    return hash_with(normalizer, raw, region)
+
+
+def hash_with(
+    normalizer: Callable[[str, str | None], str | None], raw: str, region: str | None
+) -> str | None:
+    """Hash *raw* normalised by *normalizer*, or pass a SHA-256 through; None to drop it."""
+    # §6: 64 hex characters (after trimming) is already a SHA-256 hash, as Segment and Stape
+    # detect it; it passes through lower-cased instead of being hashed twice.
+    stripped = raw.strip()
+    if len(stripped) == 64 and HEX64.fullmatch(stripped):
+        return stripped.lower()
+    normalized = normalizer(raw, region)
+    return None if normalized is None else _sha256(normalized.encode()).hexdigest()
+
+
+# --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---
+
+
+def normalize_ip(raw: str) -> str | None:
+    """Return *raw* trimmed if it is an IPv4 or IPv6 address (§2.3), else None."""
+    try:
+        inet_pton(AF_INET6 if ":" in raw else AF_INET, raw)
+        return raw
+    except OSError:
+        pass
+    stripped = raw.strip()
+    if stripped == raw or not stripped:
+        return None
+    return normalize_ip(stripped)
+
+
+def normalize_idfa(raw: str) -> str | None:
+    """Trim; a raw IDFA is upper-case, a SHA-256 of one lower-case (§2.3, §6)."""
+    idfa = raw.strip()
+    if not idfa:
+        return None
+    return idfa.lower() if len(idfa) == 64 and HEX64.fullmatch(idfa) else idfa.upper()
+
+
+def normalize_gaid(raw: str) -> str | None:
+    """Trim and lower-case, raw or hashed (§2.3, §6)."""
+    return raw.strip().lower() or None
