@@ -40,17 +40,18 @@ soak: venv
 		tests/test_crash_loop.py tests/test_fault_matrix.py tests/test_db_faults.py \
 		tests/test_fuzz.py tests/test_secrets.py
 
-# Style, types, and the dependencies between the package's parts (pyproject.toml's
-# [tool.importlinter] contracts).
+# Style, types, the dependencies between the package's parts (pyproject.toml's
+# [tool.importlinter] contracts) and the house's size limits (scripts/check_house.py).
 lint: venv
-	$(BIN)/ruff check forwarder tests bench examples
-	$(BIN)/ruff format --check forwarder tests bench examples
+	$(BIN)/ruff check forwarder tests bench examples scripts
+	$(BIN)/ruff format --check forwarder tests bench examples scripts
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_house.py forwarder
 
 format: venv
-	$(BIN)/ruff check --fix forwarder tests bench examples
-	$(BIN)/ruff format forwarder tests bench examples
+	$(BIN)/ruff check --fix forwarder tests bench examples scripts
+	$(BIN)/ruff format forwarder tests bench examples scripts
 
 demo: venv
 	@bash scripts/setup.sh demo

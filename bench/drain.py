@@ -50,6 +50,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from forwarder.destination import Built
 from forwarder.events import OutboxRow
 from forwarder.store.sqlite import migrate_sync
 from forwarder.tiktok import build as payload
@@ -118,7 +119,7 @@ def make_db(path: Path, n: int, *, prebuilt: bool = False) -> None:
         if prebuilt:
             row = OutboxRow(i, event_id, event, None, body, "", "web", "", 0, time.time())
             built = payload.build(row, options, time.time())
-            assert isinstance(built, payload.Built)
+            assert isinstance(built, Built)
             fields = {
                 k: v for k, v in built.event.items() if k not in ("event", "event_id", "event_time")
             }

@@ -24,7 +24,9 @@ from forwarder.pacing import Pacer
 from forwarder.server import Health, serve
 from forwarder.settings import Settings, read_token, store_options
 from forwarder.store import open_store, redact_url
+from forwarder.store.base import Store
 from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.destination import TikTok
 from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
 
 # After the worker's shutdown deadline (FORWARDER_SHUTDOWN_GRACE + worker.SHUTDOWN_FINISH_S), this
@@ -117,7 +119,6 @@ async def run(
 async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: bool) -> Totals:
     log = structlog.get_logger("forwarder")
     checked = startup.validate(settings)
-    token, config = checked.token.value, checked.worker
     notifier = Notifier.from_env()
     notifier.status("starting: migrating and checking the database")
     store = await open_store(settings.database_url, create=migrate, **store_options(settings))
@@ -138,47 +139,71 @@ async def _run(settings: Settings, reload: TokenReload, *, once: bool, migrate: 
         )
         for warning in checked.warnings:
             log.warning("setting_warning", note=warning)
-        metrics = Metrics()
-        pacer = Pacer(
-            max_limit=settings.concurrency,
-            throttle_max_s=settings.throttle_max_pause,
-            probe_max_s=settings.pause_probe_max,
-            retry_after_max_s=settings.retry_after_max,
-            rng=random.Random(),
-        )
-        connector = aiohttp.TCPConnector(limit=settings.concurrency * 2)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            sender = TikTokClient(session, settings.tiktok_api_url, token, settings.request_timeout)
-            worker = Worker(store, sender, config, pacer, metrics, owner=lease_owner(), drain=once)
-            reload.client, reload.worker = sender, worker
-            health = Health(
-                metrics,
-                store,
-                last_tick=lambda: worker.last_tick,
-                paused_reason=lambda: _paused_text(worker, pacer),
-                stale_after_s=max(30.0, 3 * settings.request_timeout),
-                held_pixels=lambda: sorted(worker.holds.held),
-            )
-            # `run --once` serves nothing: it can run beside a daemon that holds the port.
-            runner = None if once else await _serve(health, settings.http_addr, log)
-            try:
-                # Ready only now: migrated, the database answered, the HTTP server listens.
-                notifier.ready(_status_line(worker, pacer))
-
-                def stop() -> None:
-                    notifier.stopping("stopping: finishing in-flight requests")
-                    worker.stop()
-
-                with on_stop(stop):
-                    async with _supervised(notifier, worker, pacer):
-                        return await worker.run()
-            finally:
-                notifier.stopping("stopping")
-                if runner is not None:
-                    await _close(runner.cleanup(), worker, "the HTTP server")
+        return await _deliver(settings, checked, store, reload, notifier, once=once)
     finally:
         await _close(store.close(), reload.worker, "the database connection")
         notifier.close()
+
+
+async def _deliver(
+    settings: Settings,
+    checked: startup.Startup,
+    store: Store,
+    reload: TokenReload,
+    notifier: Notifier,
+    *,
+    once: bool,
+) -> Totals:
+    """Compose the worker over one HTTP session, serve /metrics and the health checks, run."""
+    metrics = Metrics()
+    pacer = Pacer(
+        max_limit=settings.concurrency,
+        throttle_max_s=settings.throttle_max_pause,
+        probe_max_s=settings.pause_probe_max,
+        retry_after_max_s=settings.retry_after_max,
+        rng=random.Random(),
+    )
+    connector = aiohttp.TCPConnector(limit=settings.concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        sender = TikTokClient(
+            session, settings.tiktok_api_url, checked.token.value, settings.request_timeout
+        )
+        tiktok = TikTok(
+            sender,
+            checked.build,
+            max_events=settings.batch_max_events,
+            max_bytes=settings.batch_max_bytes,
+        )
+        worker = Worker(
+            store, tiktok, checked.worker, pacer, metrics, owner=lease_owner(), drain=once
+        )
+        reload.client, reload.worker = sender, worker
+        health = Health(
+            metrics,
+            store,
+            last_tick=lambda: worker.last_tick,
+            paused_reason=lambda: _paused_text(worker, pacer),
+            stale_after_s=max(30.0, 3 * settings.request_timeout),
+            held_pixels=lambda: sorted(worker.holds.held),
+        )
+        # `run --once` serves nothing: it can run beside a daemon that holds the port.
+        log = structlog.get_logger("forwarder")
+        runner = None if once else await _serve(health, settings.http_addr, log)
+        try:
+            # Ready only now: migrated, the database answered, the HTTP server listens.
+            notifier.ready(_status_line(worker, pacer))
+
+            def stop() -> None:
+                notifier.stopping("stopping: finishing in-flight requests")
+                worker.stop()
+
+            with on_stop(stop):
+                async with _supervised(notifier, worker, pacer):
+                    return await worker.run()
+        finally:
+            notifier.stopping("stopping")
+            if runner is not None:
+                await _close(runner.cleanup(), worker, "the HTTP server")
 
 
 async def _close(closing: Awaitable[None], worker: Worker | None, what: str) -> None:

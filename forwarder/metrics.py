@@ -128,7 +128,16 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
+        self._events(self.registry)
+        self._requests(self.registry)
+        self._state(self.registry)
+        self.build = Info(
+            "forwarder_build", "Version of the running daemon.", registry=self.registry
+        )
+        self.build.info({"version": __version__})
+
+    def _events(self, r: CollectorRegistry) -> None:
+        """What happened to events: delivered, retried, dead, their match keys and latency."""
         self.delivered = Counter(
             "forwarder_events_delivered", "Events TikTok accepted.", ["event"], registry=r
         )
@@ -141,6 +150,30 @@ class Metrics:
         self.dead = Counter(
             "forwarder_events_dead", "Events dead-lettered, by reason.", ["reason"], registry=r
         )
+        self.match_keys = Counter(
+            "forwarder_match_keys",
+            "Delivered events carrying each match key.",
+            ["key"],
+            registry=r,
+        )
+        self.latency_seconds = BatchHistogram(
+            "forwarder_delivery_latency_seconds",
+            "Time from the row's insert to TikTok accepting it.",
+            (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
+            r,
+        )
+        self.rescued = Counter(
+            "forwarder_leases_rescued",
+            "Rows returned to pending after a lease expired.",
+            registry=r,
+        )
+        for key in MATCH_KEYS:
+            self.match_keys.labels(key)
+        for reason in DEAD_REASONS:
+            self.dead.labels(reason)
+
+    def _requests(self, r: CollectorRegistry) -> None:
+        """The requests: TikTok's answers, their duration and size, how many are in flight."""
         self.responses = Counter(
             "forwarder_tiktok_responses",
             "Answers to requests, by TikTok code (bounded) and verdict.",
@@ -159,12 +192,15 @@ class Metrics:
             buckets=(1, 5, 10, 50, 100, 250, 500, 1000),
             registry=r,
         )
-        self.latency_seconds = BatchHistogram(
-            "forwarder_delivery_latency_seconds",
-            "Time from the row's insert to TikTok accepting it.",
-            (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
-            r,
+        self.in_flight = Gauge(
+            "forwarder_requests_in_flight", "Requests waiting for TikTok.", registry=r
         )
+        self.concurrency_limit = Gauge(
+            "forwarder_concurrency_limit", "Requests allowed in flight now.", registry=r
+        )
+
+    def _state(self, r: CollectorRegistry) -> None:
+        """The outbox and the destination now: rows by status, the oldest, pauses and holds."""
         self.outbox = Gauge(
             "forwarder_outbox_events", "Rows in the outbox, by status.", ["status"], registry=r
         )
@@ -185,29 +221,6 @@ class Metrics:
             "(40001) while the default pixel flows.",
             registry=r,
         )
-        self.in_flight = Gauge(
-            "forwarder_requests_in_flight", "Requests waiting for TikTok.", registry=r
-        )
-        self.concurrency_limit = Gauge(
-            "forwarder_concurrency_limit", "Requests allowed in flight now.", registry=r
-        )
-        self.rescued = Counter(
-            "forwarder_leases_rescued",
-            "Rows returned to pending after a lease expired.",
-            registry=r,
-        )
-        self.match_keys = Counter(
-            "forwarder_match_keys",
-            "Delivered events carrying each match key.",
-            ["key"],
-            registry=r,
-        )
-        self.build = Info("forwarder_build", "Version of the running daemon.", registry=r)
-        self.build.info({"version": __version__})
-        for key in MATCH_KEYS:
-            self.match_keys.labels(key)
-        for reason in DEAD_REASONS:
-            self.dead.labels(reason)
 
     def observe_latencies(self, seconds: list[float]) -> None:
         """Record the insert-to-accepted latency of a request's events."""

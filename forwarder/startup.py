@@ -18,6 +18,7 @@ class Startup:
 
     token: Token
     worker: WorkerConfig
+    build: BuildOptions
     #: Things that will not stop the daemon but cost events; printed by `check`, logged by `run`.
     warnings: tuple[str, ...]
 
@@ -31,7 +32,7 @@ def validate(settings: Settings) -> Startup:
         warnings.append(
             "TIKTOK_PIXEL_CODE is not set: rows without their own pixel_code will be dead-lettered"
         )
-    return Startup(token, config, tuple(warnings))
+    return Startup(token, config, build_options(settings), tuple(warnings))
 
 
 def worker_config(settings: Settings) -> WorkerConfig:
@@ -57,14 +58,12 @@ def worker_config(settings: Settings) -> WorkerConfig:
             "FORWARDER_BACKOFF_MAX must not be smaller than FORWARDER_BACKOFF_INITIAL"
         )
     return WorkerConfig(
-        build=build_options(settings),
         backoff=backoff.BackoffPolicy(
             initial_s=settings.backoff_initial,
             cap_s=settings.backoff_max,
             retry_after_cap_s=settings.retry_after_max,
         ),
         max_events=settings.batch_max_events,
-        max_bytes=settings.batch_max_bytes,
         poll_interval_s=settings.poll_interval,
         lease_s=settings.lease,
         shutdown_grace_s=settings.shutdown_grace,

@@ -18,10 +18,11 @@ import orjson
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from forwarder.destination import Built
 from forwarder.events import OutboxRow
 from forwarder.fake_tiktok.validate import validate as _validate
 from forwarder.tiktok import checks, schema, spec
-from forwarder.tiktok.build import BuildOptions, Built, build
+from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.lint import ERROR, lint
 from forwarder.tiktok.normalise import sha256_hex
 from forwarder.tiktok.spec import USER_KEYS
@@ -263,7 +264,7 @@ def test_lint_errors_exactly_when_the_daemon_refuses(document: dict[str, Any]) -
     event("sent" if isinstance(result, Built) else f"refused: {result.reason_code}")
     if isinstance(result, Built):
         assert errors == []
-        source = result.destination.event_source
+        source = result.route.event_source
         assert typed_problems(result.event, source) == []
         assert type(result.event["event_time"]) is int
         body = {"event_source": source, "event_source_id": "PIXEL", "data": [result.event]}

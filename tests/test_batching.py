@@ -1,26 +1,26 @@
-"""Packing events into requests: one destination each, capped by count and bytes."""
+"""Packing events into requests: one route each, capped by count and bytes."""
 
 from __future__ import annotations
 
 import orjson
 
-from forwarder.tiktok.batching import Batch, Item, envelope_size, make_batches
-from forwarder.tiktok.build import Built, Destination
+from forwarder.destination import Batch, Built, Item, Route
+from forwarder.tiktok.batching import body, envelope_size, make_batches, serialise
 
-WEB = Destination("web", "PIXEL1", None)
+WEB = Route("web", "PIXEL1", None)
 
 
-def _built(i: int, dest: Destination = WEB, pad: int = 0) -> Item:
+def _built(i: int, dest: Route = WEB, pad: int = 0) -> Item:
     event = {"event": "Purchase", "event_time": 1, "event_id": f"e{i}", "x": "p" * pad}
     built = Built(
         row_id=i,
-        destination=dest,
+        route=dest,
         event=event,
         match_keys=frozenset(),
         warnings=(),
         created_at=0.0,
     )
-    return Item.of(built)
+    return serialise(built)
 
 
 def test_count_cap() -> None:
@@ -42,25 +42,25 @@ def test_byte_cap_is_exact() -> None:
     batches, _ = make_batches(built, 1000, 10_000)
     assert sum(len(b.items) for b in batches) == 100
     for batch in batches:
-        assert len(batch.body()) <= 10_000
+        assert len(body(batch)) <= 10_000
     first = batches[0]
-    grown = Batch(first.destination, first.items + batches[1].items[:1])
-    assert len(grown.body()) > 10_000
+    grown = Batch(first.route, first.items + batches[1].items[:1])
+    assert len(body(grown)) > 10_000
 
 
 def test_groups_by_destination_and_never_mixes_test_events() -> None:
     """Events to other pixels, sources or test codes go in separate requests."""
     dests = [
         WEB,
-        Destination("web", "PIXEL2", None),
-        Destination("app", "PIXEL1", None),
-        Destination("web", "PIXEL1", "TEST1"),
+        Route("web", "PIXEL2", None),
+        Route("app", "PIXEL1", None),
+        Route("web", "PIXEL1", "TEST1"),
     ]
     built = [_built(i, dests[i % 4]) for i in range(40)]
     batches, _ = make_batches(built, 1000, 10_000_000)
     assert len(batches) == 4
     for batch in batches:
-        assert {item.built.destination for item in batch.items} == {batch.destination}
+        assert {item.built.route for item in batch.items} == {batch.route}
         assert len(batch.items) == 10
 
 
@@ -74,15 +74,15 @@ def test_oversize_event_is_set_aside() -> None:
 
 def test_body_layout() -> None:
     """The body has TikTok's top-level fields and the events in claim order (§2.1)."""
-    test_dest = Destination("web", "PIXEL1", "TEST9")
+    test_dest = Route("web", "PIXEL1", "TEST9")
     batches, _ = make_batches([_built(1, test_dest), _built(2, test_dest)], 1000, 1_000_000)
-    body = orjson.loads(batches[0].body())
-    assert body["event_source"] == "web"
-    assert body["event_source_id"] == "PIXEL1"
-    assert body["test_event_code"] == "TEST9"
-    assert [e["event_id"] for e in body["data"]] == ["e1", "e2"]
+    sent = orjson.loads(body(batches[0]))
+    assert sent["event_source"] == "web"
+    assert sent["event_source_id"] == "PIXEL1"
+    assert sent["test_event_code"] == "TEST9"
+    assert [e["event_id"] for e in sent["data"]] == ["e1", "e2"]
     assert (
-        len(batches[0].body())
+        len(body(batches[0]))
         == envelope_size(test_dest) + sum(len(i.data) for i in batches[0].items) + 1
     )
 
@@ -90,12 +90,4 @@ def test_body_layout() -> None:
 def test_no_test_code_key_for_real_traffic() -> None:
     """Real traffic carries no test_event_code key at all."""
     batches, _ = make_batches([_built(1)], 1000, 1_000_000)
-    assert "test_event_code" not in orjson.loads(batches[0].body())
-
-
-def test_halves_and_without() -> None:
-    """Splitting keeps every event once; removing one keeps the others in order."""
-    batches, _ = make_batches([_built(i) for i in range(5)], 1000, 1_000_000)
-    left, right = batches[0].halves()
-    assert left.row_ids() + right.row_ids() == [0, 1, 2, 3, 4]
-    assert batches[0].without(2).row_ids() == [0, 1, 3, 4]
+    assert "test_event_code" not in orjson.loads(body(batches[0]))

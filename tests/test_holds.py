@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from .test_db_faults import events, spawn, stop
 from .test_e2e import daemon_env, finish, forwarder, migrated
 from .test_redirects import readyz
 from .test_systemd import free_port
-from .test_worker import PIXEL, TOKEN, Harness
+from .test_worker import BUILD, PIXEL, TOKEN, Harness
 
 OTHER = "OTHERPIXEL77"  # a pixel a row names itself, which the token may not operate
 PERMISSION = "No permission to operate pixel code: X. You must be an admin or operator."
@@ -210,12 +211,7 @@ async def test_configured_test_code_refused_pauses(harness: Harness, db_path: Pa
     """The same refusal of TIKTOK_TEST_EVENT_CODE is a configuration fault: pause, kill none."""
     harness.fake.refused_test_codes.add("CONFIGURED")
     insert(db_path, rows(0, 5))
-    build = harness.worker().config.build
-    totals = await harness.drain(
-        build=build.__class__(
-            **{**{n: getattr(build, n) for n in build.__slots__}, "test_event_code": "CONFIGURED"}
-        )
-    )
+    totals = await harness.drain(build=dataclasses.replace(BUILD, test_event_code="CONFIGURED"))
     assert totals.paused_reason == "config_40002"
     assert statuses(db_path) == {"pending": 5}
 

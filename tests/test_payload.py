@@ -9,8 +9,9 @@ import orjson
 import phonenumbers
 import pytest
 
+from forwarder.destination import Built, Refused, Route
 from forwarder.events import OutboxRow
-from forwarder.tiktok.build import BuildOptions, Built, Destination, Refused, build
+from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.normalise import hash_identifier, normalize_email, normalize_phone, sha256_hex
 
 NOW = 1_760_000_000.0
@@ -451,28 +452,26 @@ def test_exactly_max_age_is_sent() -> None:
 def test_pixel_defaults_to_setting() -> None:
     """An empty or NULL pixel_code uses the configured default pixel."""
     for pixel in (None, "", "  "):
-        assert built(make_row(pixel_code=pixel)).destination.pixel == "DEFAULTPIXEL"
-    assert built(make_row(pixel_code="ROWPIXEL")).destination.pixel == "ROWPIXEL"
+        assert built(make_row(pixel_code=pixel)).route.pixel == "DEFAULTPIXEL"
+    assert built(make_row(pixel_code="ROWPIXEL")).route.pixel == "ROWPIXEL"
 
 
 def test_test_event_code_defaults_to_setting() -> None:
     """A row's test code wins; else the setting's; an empty one means real traffic (None)."""
     opts = BuildOptions("P", "US", "granted", 7 * DAY, "TEST123")
-    assert built(make_row(test_event_code=None), opts).destination.test_event_code == "TEST123"
-    assert built(make_row(test_event_code=""), opts).destination.test_event_code == "TEST123"
-    assert built(make_row(test_event_code="ROWTEST"), opts).destination.test_event_code == (
-        "ROWTEST"
-    )
+    assert built(make_row(test_event_code=None), opts).route.test_event_code == "TEST123"
+    assert built(make_row(test_event_code=""), opts).route.test_event_code == "TEST123"
+    assert built(make_row(test_event_code="ROWTEST"), opts).route.test_event_code == ("ROWTEST")
     real = BuildOptions("P", "US", "granted", 7 * DAY, "")
-    assert built(make_row(test_event_code=""), real).destination.test_event_code is None
-    assert built(make_row()).destination.test_event_code is None
+    assert built(make_row(test_event_code=""), real).route.test_event_code is None
+    assert built(make_row()).route.test_event_code is None
 
 
 def test_event_source_defaults_to_web() -> None:
     """A NULL or empty event_source means web; other valid sources are kept."""
-    assert built(make_row(event_source=None)).destination.event_source == "web"
-    assert built(make_row(event_source="")).destination.event_source == "web"
-    assert built(make_row(event_source="offline")).destination.event_source == "offline"
+    assert built(make_row(event_source=None)).route.event_source == "web"
+    assert built(make_row(event_source="")).route.event_source == "web"
+    assert built(make_row(event_source="offline")).route.event_source == "offline"
 
 
 def test_event_name_is_trimmed_and_event_id_kept_exactly() -> None:
@@ -710,7 +709,7 @@ def test_realistic_row_builds_exact_event() -> None:
     )
     assert built(row) == Built(
         row_id=7,
-        destination=Destination(event_source="web", pixel="C4ABCDEF", test_event_code=None),
+        route=Route(event_source="web", pixel="C4ABCDEF", test_event_code=None),
         event={
             "event": "Purchase",
             "event_time": 1_759_999_000,

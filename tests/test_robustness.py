@@ -31,6 +31,7 @@ from forwarder.store.sqlite import outbox as sqlite_outbox
 from forwarder.tiktok.build import BuildOptions
 from forwarder.tiktok.classify import classify
 from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.destination import TikTok
 from forwarder.tiktok.spec import TRACK_PATH
 from forwarder.worker import Worker, WorkerConfig
 
@@ -67,13 +68,6 @@ def make_worker(
 ) -> Worker:
     """A worker on the real wall clock, as the daemon builds it."""
     config = WorkerConfig(
-        build=BuildOptions(
-            default_pixel=PIXEL,
-            phone_region="US",
-            consent_default="granted",
-            max_age_s=7 * 86400,
-            test_event_code=None,
-        ),
         backoff=BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
         poll_interval_s=0.02,
         lease_s=lease_s,
@@ -86,9 +80,16 @@ def make_worker(
         retry_after_max_s=600,
         rng=random.Random(1),
     )
-    sender = TikTokClient(session, url, TOKEN, timeout_s)
+    build = BuildOptions(
+        default_pixel=PIXEL,
+        phone_region="US",
+        consent_default="granted",
+        max_age_s=7 * 86400,
+        test_event_code=None,
+    )
+    tiktok = TikTok(TikTokClient(session, url, TOKEN, timeout_s), build)
     return Worker(
-        store, sender, config, pacer, Metrics(), owner="daemon", drain=drain, rng=random.Random(2)
+        store, tiktok, config, pacer, Metrics(), owner="daemon", drain=drain, rng=random.Random(2)
     )
 
 

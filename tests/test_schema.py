@@ -7,9 +7,10 @@ from typing import Any
 import orjson
 import pytest
 
+from forwarder.destination import Built, Refused
 from forwarder.events import OutboxRow
 from forwarder.tiktok import checks, schema
-from forwarder.tiktok.build import BuildOptions, Built, Refused, build
+from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.build_row import PAYLOAD_KEYS
 from forwarder.tiktok.spec import USER_KEYS
 

@@ -25,6 +25,7 @@ from forwarder.startup import worker_config
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok.build import BuildOptions
 from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.destination import TikTok
 from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
 
 from .conftest import insert
@@ -48,6 +49,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
+#: How the harness's workers build events unless a test says otherwise.
+BUILD = BuildOptions(
+    default_pixel=PIXEL,
+    phone_region="US",
+    consent_default="granted",
+    max_age_s=7 * 86400,
+    test_event_code=None,
+)
+
+
 class Harness:
     """Builds workers that share one store, sender and pacer, as one daemon would."""
 
@@ -69,25 +80,24 @@ class Harness:
         self.timeout_s = 2.0
 
     def worker(self, *, drain: bool = True, **overrides: Any) -> Worker:
+        build = overrides.pop("build", BUILD)
+        max_bytes = overrides.pop("max_bytes", 1_000_000)
         options = {
-            "build": BuildOptions(
-                default_pixel=PIXEL,
-                phone_region="US",
-                consent_default="granted",
-                max_age_s=7 * 86400,
-                test_event_code=None,
-            ),
             "backoff": BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
             "poll_interval_s": 0.02,
             "lease_s": 60.0,
             "shutdown_grace_s": 5.0,
         }
         options.update(overrides)
+        config = WorkerConfig(**options)
         sender = TikTokClient(self.session, self.fake.url, TOKEN, self.timeout_s)
+        tiktok = TikTok(
+            sender, build, max_events=config.max_events, max_bytes=max_bytes, clock=self.clock
+        )
         return Worker(
             self.store,
-            sender,
-            WorkerConfig(**options),
+            tiktok,
+            config,
             self.pacer,
             self.metrics,
             owner="test",

@@ -12,12 +12,13 @@ import orjson
 
 from forwarder import startup
 from forwarder.commands import common, helptext
+from forwarder.destination import Refused
 from forwarder.errors import ConfigError
 from forwarder.events import OutboxRow
 from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store.base import NewEvent
-from forwarder.tiktok.build import Refused, build
+from forwarder.tiktok.build import build
 from forwarder.tiktok.build_row import COLUMNS
 
 

@@ -12,11 +12,12 @@ import orjson
 
 from forwarder import startup
 from forwarder.commands import common, helptext
+from forwarder.destination import Refused
 from forwarder.events import OutboxRow
 from forwarder.printable import printable
 from forwarder.settings import Settings
 from forwarder.store.base import RowDetail
-from forwarder.tiktok.build import Refused, build
+from forwarder.tiktok.build import build
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:

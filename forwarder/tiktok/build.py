@@ -10,10 +10,11 @@ take inline paths, and each step costs one call at most.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from forwarder.destination import MALFORMED, TOO_OLD, Built, Refused, Route
 from forwarder.events import OutboxRow
 from forwarder.tiktok import schema
 from forwarder.tiktok.build_row import (
@@ -42,10 +43,6 @@ from forwarder.tiktok.checks import (
     type_name,
 )
 from forwarder.tiktok.spec import EVENT_SOURCES, OFFLINE_EVENTS
-
-#: The closed set of ``Refused.code`` values.
-MALFORMED = "malformed"
-TOO_OLD = "too_old"
 
 #: §2.2: objects passed through to TikTok as given, in the order they are sent.
 _OBJECT_KEYS = ("properties", "page", "app", "ad", "lead")
@@ -80,49 +77,6 @@ class BuildOptions:
             raise ValueError(
                 f"consent_default must be 'granted' or 'denied', got {self.consent_default!r}"
             )
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    """What one request to TikTok is keyed by (§2.1): events for different ones never mix."""
-
-    event_source: str
-    pixel: str
-    test_event_code: str | None
-
-
-class Built(NamedTuple):
-    """An event ready to send: one element of TikTok's ``data[]`` array.
-
-    A named tuple, made once per event: see OutboxRow.
-    """
-
-    row_id: int
-    destination: Destination
-    event: dict[str, Any]
-    match_keys: frozenset[str]  # among MATCH_KEYS, present in the sent user object
-    warnings: tuple[str, ...]  # human-readable, never holding a raw identifier value
-    created_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A row that must not be sent; *reason* names the field and never holds its value.
-
-    The reason starts with the reason code, ``[code/rule]`` (e.g. ``[malformed/value]``), which
-    ``forwarder check --payload`` reports for the same row; *rule* is one of checks.RULES.
-    """
-
-    row_id: int
-    code: str  # MALFORMED or TOO_OLD
-    reason: str
-    rule: str = ""
-    field: str = ""  # the column or payload path it is about, e.g. "payload.properties.value"
-
-    @property
-    def reason_code(self) -> str:
-        """``code/rule``, e.g. ``malformed/type``: a closed set, stable across releases."""
-        return f"{self.code}/{self.rule}"
 
 
 def _refused(row_id: int, code: str, error: Invalid) -> Refused:
@@ -181,13 +135,13 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     age = now - event_time
     if age > opts.max_age_s:
         return _too_old(row.id, age, opts.max_age_s)
-    destination = _DESTINATIONS.get((source, pixel, test_code or None))
-    if destination is None:
-        destination = _destination(source, pixel, test_code or None)
+    route = _ROUTES.get((source, pixel, test_code or None))
+    if route is None:
+        route = _route(source, pixel, test_code or None)
     # tuple.__new__ directly: Built's own __new__ is a Python function, a frame per event.
     return _new_tuple(
         Built,
-        (row.id, destination, out, match_keys, tuple(warnings) if warnings else (), row.created_at),
+        (row.id, route, out, match_keys, tuple(warnings) if warnings else (), row.created_at),
     )
 
 
@@ -299,21 +253,21 @@ def _too_old(row_id: int, age: float, max_age_s: float) -> Refused:
     )
 
 
-# Built once and shared: a claim of thousands of rows names a handful of destinations and of
+# Built once and shared: a claim of thousands of rows names a handful of routes and of
 # match-key sets. Bounded, so rows naming ever new pixels cannot grow them without end.
 _CACHE_MAX = 1024
-_DESTINATIONS: dict[tuple[str, str, str | None], Destination] = {}
+_ROUTES: dict[tuple[str, str, str | None], Route] = {}
 _MATCH_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 
 
-def _destination(source: str, pixel: str, test_code: str | None) -> Destination:
+def _route(source: str, pixel: str, test_code: str | None) -> Route:
     key = (source, pixel, test_code)
-    destination = _DESTINATIONS.get(key)
-    if destination is None:
-        destination = Destination(source, pixel, test_code)
-        if len(_DESTINATIONS) < _CACHE_MAX:
-            _DESTINATIONS[key] = destination
-    return destination
+    route = _ROUTES.get(key)
+    if route is None:
+        route = Route(source, pixel, test_code)
+        if len(_ROUTES) < _CACHE_MAX:
+            _ROUTES[key] = route
+    return route
 
 
 def _match_keys(user: dict[str, Any]) -> frozenset[str]:

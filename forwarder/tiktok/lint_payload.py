@@ -14,8 +14,8 @@ from typing import Any
 
 import orjson
 
+from forwarder.destination import Built
 from forwarder.tiktok import schema
-from forwarder.tiktok.build import Built
 from forwarder.tiktok.findings import WARNING, Finding
 from forwarder.tiktok.normalise import hash_identifier
 from forwarder.tiktok.spec import HASHED_LIST_KEYS, HASHED_SCALAR_KEYS, PLAIN_KEYS

@@ -14,9 +14,10 @@ from typing import Any
 
 import orjson
 
+from forwarder.destination import TOO_OLD, Built, Refused
 from forwarder.events import OutboxRow
 from forwarder.tiktok import schema
-from forwarder.tiktok.build import TOO_OLD, BuildOptions, Built, Refused, build
+from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.build_row import COLUMNS, CONSENT_KEYS, DEFAULT_EVENT_SOURCE, PAYLOAD_KEYS
 from forwarder.tiktok.checks import AGE, MISSING, SOURCE, UNKNOWN_KEY
 from forwarder.tiktok.findings import ERROR, Finding

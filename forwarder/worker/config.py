@@ -1,31 +1,18 @@
-"""What the worker is given: its configuration, the sender it delivers through, its totals."""
+"""What the worker is given: its configuration; and what one run did."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 from forwarder import backoff
-from forwarder.outcome import ApiResponse
-from forwarder.tiktok import build as payload
-
-
-class Sender(Protocol):
-    """Sends one request body to TikTok (forwarder.tiktok.client.TikTokClient)."""
-
-    async def send(self, body: bytes) -> ApiResponse:
-        """POST *body*; raise TransportError when no answer came."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """What the worker needs from the settings."""
 
-    build: payload.BuildOptions
     backoff: backoff.BackoffPolicy
-    max_events: int = 1000
-    max_bytes: int = 1_000_000
+    max_events: int = 1000  # rows per claim: one full request's worth
     poll_interval_s: float = 0.2
     lease_s: float = 60.0
     shutdown_grace_s: float = 10.0

@@ -1,4 +1,4 @@
-"""Delivery: one task per request; a request slot from the pacer, the POST, the answer classified.
+"""Delivery: one task per request; a request slot from the pacer, the send, what the answer means.
 
 A batch waits for a slot while the destination takes requests; a pause or a throttle sends its
 rows back to pending instead, and a stop gives them back. A rejected part of a request comes
@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import time
 
-from forwarder.errors import TransportError
+from forwarder.destination import Batch
 from forwarder.metrics import code_label
 from forwarder.outcome import Outcome
 from forwarder.store.base import Retry
-from forwarder.tiktok.batching import Batch
-from forwarder.tiktok.classify import classify, classify_transport
 from forwarder.worker.rows import THROTTLE_SPREAD_S
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared
@@ -86,7 +84,7 @@ class Delivery:
     async def _through_holds(self, batch: Batch) -> Batch | None:
         """What of *batch* may go out: all of it, unless its pixel is held. Then one event as
         the pixel's probe when one is due, and the rest back to pending until the next."""
-        shared, pixel = self.shared, batch.destination.pixel
+        shared, pixel = self.shared, batch.route.pixel
         hold = shared.holds.held.get(pixel)
         if hold is None:
             return batch
@@ -100,7 +98,7 @@ class Delivery:
         await self.settler.rows.reschedule_as(
             retries, hold.code, hold.message, None, False, now, "held"
         )
-        return Batch(batch.destination, send) if send else None
+        return Batch(batch.route, send) if send else None
 
     async def _acquire(self, batch: Batch) -> bool:
         """Take a request slot; on stop, throttle or pause give the rows back instead."""
@@ -134,15 +132,12 @@ class Delivery:
         return False
 
     async def _send(self, batch: Batch) -> Outcome:
-        """POST one batch and classify TikTok's answer."""
+        """Send one batch through the destination, which says what the answer means."""
         shared = self.shared
         started = time.perf_counter()
         shared.metrics.batch_events.observe(len(batch.items))
         try:
-            response = await shared.sender.send(batch.body())
-            outcome = classify(response, shared.clock())
-        except TransportError as error:
-            outcome = classify_transport(error)
+            outcome = await shared.destination.send(batch)
         finally:
             shared.pacer.finished()
             shared.metrics.in_flight.set(shared.pacer.in_flight)

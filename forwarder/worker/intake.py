@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from forwarder.destination import MALFORMED, Item, Refused
 from forwarder.events import OutboxRow
 from forwarder.store.base import Dead
-from forwarder.tiktok import build as payload
-from forwarder.tiktok.batching import Item, make_batches
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared
@@ -122,7 +121,7 @@ class Intake:
 
     async def _build(self, rows: Sequence[OutboxRow], now: float) -> None:
         """Build events, dead-letter the refused ones, and start a delivery per batch."""
-        shared, config = self.shared, self.shared.config
+        shared, destination = self.shared, self.shared.destination
         for row in rows:
             shared.leased[row.id] = row
         items: list[Item] = []
@@ -134,27 +133,23 @@ class Intake:
                 # would wait for this loop instead of working alongside it.
                 await asyncio.sleep(0)
             try:
-                result = payload.build(row, config.build, now)
-                if isinstance(result, payload.Refused):
-                    dead.append(Dead(result.row_id, result.code, result.reason))
-                    continue
-                items.append(Item.of(result))
+                result = destination.build(row, now)
             except Exception as error:  # one unreadable row must not stop the others
-                reason = f"the row could not be turned into a TikTok event ({type(error).__name__})"
-                dead.append(Dead(row.id, "malformed", reason))
+                reason = (
+                    f"the row could not be turned into a {destination.name} event "
+                    f"({type(error).__name__})"
+                )
+                dead.append(Dead(row.id, MALFORMED, reason))
                 continue
-            if result.warnings:
-                shared.log.warning("event_warnings", row_id=row.id, warnings=list(result.warnings))
-        batches, oversize = make_batches(items, config.max_events, config.max_bytes)
-        dead.extend(
-            Dead(
-                item.built.row_id,
-                "oversize",
-                f"the event is {len(item.data)} bytes, more than one request may carry "
-                f"(FORWARDER_BATCH_MAX_BYTES={config.max_bytes})",
-            )
-            for item in oversize
-        )
+            if isinstance(result, Refused):
+                dead.append(Dead(result.row_id, result.code, result.reason))
+                continue
+            items.append(result)
+            warnings = result.built.warnings
+            if warnings:
+                shared.log.warning("event_warnings", row_id=row.id, warnings=list(warnings))
+        batches, oversize = destination.batches(items)
+        dead.extend(Dead(refused.row_id, refused.code, refused.reason) for refused in oversize)
         if dead:
             await self.settler.rows.dead(dead, None, False, now)
         for batch in batches:

@@ -17,13 +17,14 @@ from collections.abc import Callable
 import structlog
 
 from forwarder import backoff
+from forwarder.destination import Destination
 from forwarder.errors import StoreError, StoreLost
 from forwarder.holds import Holds
 from forwarder.metrics import Metrics
 from forwarder.pacing import PROBE_INITIAL_S, Pacer
 from forwarder.store.base import OutboxStore
 from forwarder.worker.calls import DeadlinePassed, Stopped
-from forwarder.worker.config import Sender, Totals, WorkerConfig
+from forwarder.worker.config import Totals, WorkerConfig
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.intake import Intake
 from forwarder.worker.rows import Rows
@@ -42,12 +43,12 @@ SHUTDOWN_FINISH_S = 5.0
 
 
 class Worker:
-    """Deliver the outbox to TikTok until stopped (or, with *drain*, until nothing is due)."""
+    """Deliver the outbox until stopped (or, with *drain*, until nothing is due)."""
 
     def __init__(
         self,
         store: OutboxStore,
-        sender: Sender,
+        destination: Destination,
         config: WorkerConfig,
         pacer: Pacer,
         metrics: Metrics,
@@ -59,7 +60,7 @@ class Worker:
     ) -> None:
         self.shared = Shared(
             store=store,
-            sender=sender,
+            destination=destination,
             config=config,
             pacer=pacer,
             metrics=metrics,

@@ -12,11 +12,11 @@ from collections import Counter
 from typing import Any
 
 from forwarder import decide
+from forwarder.destination import Batch
 from forwarder.metrics import event_label, pause_label
 from forwarder.outcome import Outcome, Verdict
 from forwarder.pacing import STORM_PREFIX
 from forwarder.store.base import Dead, Retry
-from forwarder.tiktok.batching import Batch
 from forwarder.worker.rows import Rows
 from forwarder.worker.shared import Shared
 
@@ -35,8 +35,8 @@ class Settler:
         self.rows = rows
         config = shared.config
         self.policy = decide.Policy(
-            default_source=config.build.default_pixel,
-            default_test_code=config.build.test_event_code,
+            default_source=shared.destination.default_pixel,
+            default_test_code=shared.destination.default_test_code,
             backoff=config.backoff,
             storm_answers=config.storm_answers,
             unknown_code_max_attempts=config.unknown_code_max_attempts,
@@ -55,7 +55,7 @@ class Settler:
             request_id=outcome.request_id,
             code=outcome.code,
             events=len(batch.items),
-            pixel=batch.destination.pixel,
+            pixel=batch.route.pixel,
         )
         decision = decide.decide(
             outcome, self._judged(outcome, now), self._request(batch), self.policy, shared.rng
@@ -94,13 +94,15 @@ class Settler:
         for row_id in batch.row_ids():
             row = leased.get(row_id)
             attempts.append(row.attempts if row else 0)
-        destination = batch.destination
-        return decide.Request(destination.pixel, destination.test_event_code, tuple(attempts))
+        route = batch.route
+        return decide.Request(route.pixel, route.test_event_code, tuple(attempts))
 
     async def _sent(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         shared, items, ids = self.shared, batch.items, batch.row_ids()
         # Keep what was sent (hashed identifiers), not the raw e-mail addresses and phones.
-        scrubbed = [item.stored() for item in items] if shared.config.scrub else None
+        scrubbed = (
+            [shared.destination.stored(item) for item in items] if shared.config.scrub else None
+        )
         # What was sent with a warning (an identifier dropped, a field not carried over) stays
         # on the row, so "why did this match worse" has an answer in the outbox itself.
         notes = {
@@ -127,7 +129,7 @@ class Settler:
         resumed = shared.pacer.on_accepted()
         if resumed:
             log.info("destination_resumed")
-        released = shared.holds.release(batch.destination.pixel) is not None
+        released = shared.holds.release(batch.route.pixel) is not None
         if released:
             log.info("pixel_released", held_pixels=len(shared.holds.held))
         if resumed or released or not self._published:
@@ -190,7 +192,7 @@ class Settler:
 
     async def _held(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         """TikTok refused a row's own pixel: hold that pixel back, count no attempt."""
-        holds, pixel = self.shared.holds, batch.destination.pixel
+        holds, pixel = self.shared.holds, batch.route.pixel
         new = pixel not in holds.held
         hold = holds.hold(pixel, now, outcome.code, outcome.message)
         log.error(

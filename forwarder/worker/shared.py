@@ -9,13 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from forwarder.destination import Destination
 from forwarder.events import OutboxRow
 from forwarder.holds import Holds
 from forwarder.metrics import Metrics
 from forwarder.pacing import Pacer
 from forwarder.store.base import OutboxStore
 from forwarder.worker.calls import Calls
-from forwarder.worker.config import Sender, Totals, WorkerConfig
+from forwarder.worker.config import Totals, WorkerConfig
 
 
 @dataclass(eq=False)
@@ -24,7 +25,7 @@ class Shared:
     settling; each part changes only what its docstring says it owns."""
 
     store: OutboxStore
-    sender: Sender
+    destination: Destination
     config: WorkerConfig
     pacer: Pacer
     metrics: Metrics

@@ -30,7 +30,7 @@ from forwarder.store import queries
 
 SQL = queries.load("forwarder.store.sqlite")
 
-WRITE_ROWS = 200  # rows per write transaction while sharing: the lock is held ~2 ms at a time
+WRITE_ROWS = 200  # rows per write transaction while sharing: the lock is held briefly each time
 ALONE_ROWS = 1000  # rows per write transaction while no other connection writes
 SHARED_S = 10.0  # how long the daemon keeps making way after another connection's last commit
 GAP_MIN_S = 0.002  # the lock left free after each transaction while sharing: at least this,
