@@ -53,6 +53,9 @@ MATCH_KEYS = ("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agen
 #: rejected, unknown_code), exported at 0 from the start so rate() and increase() in the alert
 #: rules see the first dead letter after a restart too.
 DEAD_REASONS = ("malformed", "too_old", "oversize", "rejected", "unknown_code")
+#: Why a dead daemon's leases were rescued: its heartbeat stopped, its restart found its process
+#: gone, or the lease expired (the last resort).
+RESCUE_REASONS = ("heartbeat", "restart", "lease")
 
 
 def event_label(name: str) -> str:
@@ -192,7 +195,8 @@ class Metrics:
         )
         self.rescued = Counter(
             "forwarder_leases_rescued",
-            "Rows returned to pending after a lease expired.",
+            "Leased rows returned to pending, by reason: heartbeat, restart or lease.",
+            ["reason"],
             registry=r,
         )
         self.match_keys = Counter(
@@ -203,10 +207,16 @@ class Metrics:
         )
         self.build = Info("forwarder_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
+        self._preset_labels()
+
+    def _preset_labels(self) -> None:
+        """Export every value of the closed label sets from the start, at 0."""
         for key in MATCH_KEYS:
             self.match_keys.labels(key)
         for reason in DEAD_REASONS:
             self.dead.labels(reason)
+        for reason in RESCUE_REASONS:
+            self.rescued.labels(reason)
 
     def observe_latencies(self, seconds: list[float]) -> None:
         """Record the insert-to-accepted latency of a request's events."""

@@ -21,11 +21,12 @@ from forwarder.errors import StoreError, StoreLost
 from forwarder.holds import Holds
 from forwarder.metrics import Metrics
 from forwarder.pacing import PROBE_INITIAL_S, Pacer
-from forwarder.store.base import OutboxStore
+from forwarder.store.base import Daemon, OutboxStore
 from forwarder.worker.calls import DeadlinePassed, Stopped
 from forwarder.worker.config import Sender, Totals, WorkerConfig
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.intake import Intake
+from forwarder.worker.liveness import this_daemon
 from forwarder.worker.rows import Rows
 from forwarder.worker.runtime import tuned_interpreter
 from forwarder.worker.settle import Settler
@@ -56,7 +57,12 @@ class Worker:
         drain: bool = False,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        daemon: Daemon | None = None,
     ) -> None:
+        """*daemon* describes this process in the daemons' records (by default as it is)."""
+        daemon = daemon or this_daemon(owner)
+        if daemon.owner != owner:
+            raise ValueError(f"the daemon record names {daemon.owner!r}, not {owner!r}")
         self.shared = Shared(
             store=store,
             sender=sender,
@@ -75,7 +81,7 @@ class Worker:
         self.settler = Settler(self.shared, Rows(self.shared))
         self.delivery = Delivery(self.shared, self.settler)
         self.intake = Intake(self.shared, self.delivery, self.settler)
-        self.upkeep = Upkeep(self.shared)
+        self.upkeep = Upkeep(self.shared, daemon)
         metrics.concurrency_limit.set(pacer.limit)
 
     @property
@@ -213,6 +219,7 @@ class Worker:
         await self.intake.wait(shared.calls.left_s())
         if shared.leased:
             await self._release_all()
+        await self.upkeep.liveness.stop(holding=bool(shared.leased) or self.intake.claiming)
         shared.calls.cancel_all()
         totals = shared.totals
         shared.log.info(
