@@ -15,6 +15,7 @@ from forwarder.batching import Item, make_batches
 from forwarder.events import OutboxRow
 from forwarder.store.base import Dead
 from forwarder.worker.delivery import Delivery
+from forwarder.worker.liveness import LEFT_LEASED
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared
 
@@ -122,7 +123,7 @@ class Intake:
             self.shared.log.warning(
                 "shutdown_claims_left",
                 claims=len(late),
-                note="rows they lease return to pending when the lease expires (FORWARDER_LEASE)",
+                note=f"the rows they lease: {LEFT_LEASED}",
             )
 
     async def _build(self, rows: Sequence[OutboxRow], now: float) -> None:

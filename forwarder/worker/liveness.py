@@ -37,6 +37,11 @@ PID_NAMESPACE = Path("/proc/self/ns/pid")
 # long ago by one rule or another.
 DAEMONS_KEEP_S = 86400.0
 DAEMONS_PRUNE_EVERY_S = 3600.0
+#: Where rows a stopping daemon could not give back go, for the log lines that report them.
+LEFT_LEASED = (
+    "they return to pending when this daemon starts again, or when another daemon finds its "
+    "heartbeat stopped (after 5 s), at the latest when their lease expires (FORWARDER_LEASE)"
+)
 
 
 def this_daemon(owner: str) -> Daemon:

@@ -21,12 +21,12 @@ from forwarder.errors import StoreError, StoreLost
 from forwarder.holds import Holds
 from forwarder.metrics import Metrics
 from forwarder.pacing import PROBE_INITIAL_S, Pacer
-from forwarder.store.base import Daemon, OutboxStore
+from forwarder.store.base import OutboxStore
 from forwarder.worker.calls import DeadlinePassed, Stopped
 from forwarder.worker.config import Sender, Totals, WorkerConfig
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.intake import Intake
-from forwarder.worker.liveness import this_daemon
+from forwarder.worker.liveness import LEFT_LEASED, this_daemon
 from forwarder.worker.rows import Rows
 from forwarder.worker.runtime import tuned_interpreter
 from forwarder.worker.settle import Settler
@@ -57,12 +57,7 @@ class Worker:
         drain: bool = False,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        daemon: Daemon | None = None,
     ) -> None:
-        """*daemon* describes this process in the daemons' records (by default as it is)."""
-        daemon = daemon or this_daemon(owner)
-        if daemon.owner != owner:
-            raise ValueError(f"the daemon record names {daemon.owner!r}, not {owner!r}")
         self.shared = Shared(
             store=store,
             sender=sender,
@@ -81,7 +76,7 @@ class Worker:
         self.settler = Settler(self.shared, Rows(self.shared))
         self.delivery = Delivery(self.shared, self.settler)
         self.intake = Intake(self.shared, self.delivery, self.settler)
-        self.upkeep = Upkeep(self.shared, daemon)
+        self.upkeep = Upkeep(self.shared, this_daemon(owner))
         metrics.concurrency_limit.set(pacer.limit)
 
     @property
@@ -236,13 +231,12 @@ class Worker:
             shared.log.warning(
                 "shutdown_leases_left",
                 rows=len(ids),
-                note="the database did not answer in time: the rows return to pending "
-                "when their lease expires (FORWARDER_LEASE)",
+                note=f"the database did not answer in time: {LEFT_LEASED}",
             )
         except StoreError as error:
             shared.log.error(
                 "release_failed",
                 rows=len(ids),
                 error=str(error),
-                note="the rows return to pending when their lease expires",
+                note=LEFT_LEASED,
             )
