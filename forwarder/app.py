@@ -31,7 +31,7 @@ from forwarder.worker import STORE_RETRY_MAX_S, Totals, Worker
 
 # After the worker's shutdown deadline (FORWARDER_SHUTDOWN_GRACE + worker.SHUTDOWN_FINISH_S), this
 # long to close the HTTP server and the database; whatever is still blocked then is abandoned
-# (the rows it holds return to pending when their lease expires). With the default 10 s grace
+# (the rows it holds are rescued by its restart or another daemon). With the default 10 s grace
 # the daemon is gone 17 s after SIGTERM at the latest, inside the unit's TimeoutStopSec=30s.
 SHUTDOWN_CLOSE_S = 2.0
 CLOSE_MIN_S = 0.2  # the least time each close gets, even past the deadline
@@ -221,7 +221,7 @@ async def _close(closing: Awaitable[None], worker: Worker | None, what: str) -> 
             "shutdown_close_left",
             what=what,
             note="not closed by the shutdown deadline; rows still leased return to pending "
-            "when their lease expires",
+            "when the daemon starts again or another daemon finds it silent (5 s)",
         )
 
 

@@ -54,6 +54,9 @@ MATCH_KEYS = ("email", "phone", "external_id", "ttclid", "ttp", "ip", "user_agen
 #: rejected, unknown_code), exported at 0 from the start so rate() and increase() in the alert
 #: rules see the first dead letter after a restart too.
 DEAD_REASONS = ("malformed", "too_old", "oversize", "rejected", "unknown_code")
+#: Why a dead daemon's leases were rescued: its heartbeat stopped, its restart found its process
+#: gone, or the lease expired (the last resort).
+RESCUE_REASONS = ("heartbeat", "restart", "lease")
 
 
 def event_label(name: str) -> str:
@@ -164,13 +167,17 @@ class Metrics:
         )
         self.rescued = Counter(
             "forwarder_leases_rescued",
-            "Rows returned to pending after a lease expired.",
+            "Leased rows returned to pending, by reason: heartbeat, restart or lease.",
+            ["reason"],
             registry=r,
         )
+        # Every value of the closed label sets is exported from the start, at 0.
         for key in MATCH_KEYS:
             self.match_keys.labels(key)
         for reason in DEAD_REASONS:
             self.dead.labels(reason)
+        for reason in RESCUE_REASONS:
+            self.rescued.labels(reason)
 
     def _requests(self, r: CollectorRegistry) -> None:
         """The requests: TikTok's answers, their duration and size, how many are in flight."""

@@ -20,9 +20,11 @@ import pytest
 from forwarder import migrate
 from forwarder.errors import ConfigError, StoreError
 from forwarder.store import open_store
-from forwarder.store.base import Dead, DeadFilter, NewEvent, OutboxStore, Retry
+from forwarder.store.base import Daemon, Dead, DeadFilter, NewEvent, OutboxStore, Retry
 from forwarder.store.postgres import PostgresStore, redact_url
+from forwarder.store.postgres.connection import SQL as PG_SQL
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
+from forwarder.store.sqlite.connection import SQL as SQLITE_SQL
 from forwarder.store.sqlite.writer import GAP_MIN_S, WRITE_ROWS
 
 from .conftest import insert as sqlite_insert
@@ -209,6 +211,7 @@ async def test_migrate_is_idempotent(backend: Backend) -> None:
     assert await backend.store.applied_migrations() == every
     names = await backend.schema()
     assert {"tiktok_outbox", "tiktok_outbox_dedup", "tiktok_outbox_due", "forwarder_state"} <= names
+    assert "forwarder_daemons" in names
 
 
 async def test_defaults_of_the_contract(backend: Backend) -> None:
@@ -637,6 +640,131 @@ async def test_ping(backend: Backend) -> None:
     await backend.store.ping()
 
 
+# --- Daemons' records and the rescue of a dead daemon's rows (issue 20) ----------------------
+
+BOOT = "0b6f3c1e-boot"
+NS = "pid:[4026531836]"
+
+
+def _daemon(owner: str, pid: int = 4242, boot: str | None = BOOT, ns: str | None = NS) -> Daemon:
+    return Daemon(owner, "host-a", pid, boot, ns)
+
+
+async def _silence(backend: Backend, owner: str, seconds: float) -> None:
+    """Make *owner*'s last heartbeat *seconds* older, as if it stopped beating then."""
+    await backend.execute(
+        f"UPDATE forwarder_daemons SET heartbeat_at = heartbeat_at - {seconds}"
+        f" WHERE owner = '{owner}'"
+    )
+
+
+async def test_heartbeat_needs_a_running_record(backend: Backend) -> None:
+    """A registered daemon beats; once marked stopped it must register again to beat."""
+    store, now = backend.store, time.time()
+    assert not await store.heartbeat("ghost", now)
+    await store.register_daemon(_daemon(OWNER), now)
+    assert await store.heartbeat(OWNER, now + 1)
+    [(heartbeat_at, stopped_at)] = await backend.query(
+        "SELECT heartbeat_at, stopped_at FROM forwarder_daemons"
+    )
+    assert abs(heartbeat_at - (now + 1)) < 2 and stopped_at is None
+    await store.daemon_stopped(OWNER, now + 2)
+    assert not await store.heartbeat(OWNER, now + 3)
+    await store.register_daemon(_daemon(OWNER), now + 3)
+    assert await store.heartbeat(OWNER, now + 4)
+    assert await backend.query("SELECT count(*) FROM forwarder_daemons") == [(1,)]
+
+
+async def test_rows_of_a_silent_daemon_are_rescued(backend: Backend) -> None:
+    """The rows of a daemon silent for longer than the bound return to pending at once, its
+    record is marked found dead by the rescuer, and a live daemon's rows stay leased."""
+    await backend.insert(_events(5))
+    store, now = backend.store, time.time()
+    await store.register_daemon(_daemon("dead"), now)
+    await store.register_daemon(_daemon("alive"), now)
+    await store.register_daemon(_daemon(OWNER), now)
+    await store.claim(3, "dead", now, now + 600)
+    await store.claim(2, "alive", now, now + 600)
+    assert await store.silent_daemons(OWNER, time.time(), 5.0) == []
+    await _silence(backend, "dead", 30)
+    [silent] = await store.silent_daemons(OWNER, time.time(), 5.0)
+    assert silent.owner == "dead" and 29 < silent.silent_s < 40
+    assert await store.silent_daemons("dead", time.time(), 5.0) == []  # never itself
+    assert await store.rescue_owner("dead", OWNER, time.time(), 5.0) == 3
+    assert await backend.statuses() == {"pending": 3, "inflight": 2}
+    stopped = await backend.query(
+        "SELECT owner, stopped_by FROM forwarder_daemons WHERE stopped_at IS NOT NULL"
+    )
+    assert stopped == [("dead", OWNER)]
+    assert await store.silent_daemons(OWNER, time.time(), 5.0) == []
+    assert not await store.heartbeat("dead", time.time())  # it learns it was found dead
+
+
+async def test_a_daemon_beating_again_keeps_its_rows(backend: Backend) -> None:
+    """The heartbeat rule re-checks the heartbeat as it rescues: a daemon that beat since it
+    was seen silent keeps its rows and its record."""
+    await backend.insert(_events(2))
+    store, now = backend.store, time.time()
+    await store.register_daemon(_daemon("stalled"), now)
+    await store.claim(2, "stalled", now, now + 600)
+    await _silence(backend, "stalled", 30)
+    assert [d.owner for d in await store.silent_daemons(OWNER, time.time(), 5.0)] == ["stalled"]
+    assert await store.heartbeat("stalled", time.time())
+    assert await store.rescue_owner("stalled", OWNER, time.time(), 5.0) == 0
+    assert await backend.statuses() == {"inflight": 2}
+    assert await store.heartbeat("stalled", time.time())
+
+
+async def test_stopped_daemons_are_not_rescued(backend: Backend) -> None:
+    """A daemon that stopped cleanly is never taken for a silent one, however old its beat."""
+    store, now = backend.store, time.time()
+    await store.register_daemon(_daemon("gone"), now)
+    await store.daemon_stopped("gone", now)
+    await _silence(backend, "gone", 3600)
+    assert await store.silent_daemons(OWNER, time.time(), 5.0) == []
+    assert await store.daemons_here(_daemon(OWNER)) == []
+
+
+async def test_daemons_here_share_the_boot_and_pid_namespace(backend: Backend) -> None:
+    """Only records of this boot and PID namespace are offered for the pid check, never this
+    daemon's own; without a boot id or namespace, none."""
+    store, now = backend.store, time.time()
+    here = _daemon("here", pid=11)
+    for daemon in (
+        here,
+        _daemon("rebooted", boot="another-boot"),
+        _daemon("container", ns="pid:[4026532001]"),
+        _daemon("unknown", boot=None, ns=None),
+        _daemon(OWNER, pid=12),
+    ):
+        await store.register_daemon(daemon, now)
+    assert await store.daemons_here(_daemon(OWNER, pid=12)) == [here]
+    assert await store.daemons_here(_daemon(OWNER, boot=None)) == []
+
+
+async def test_rescue_at_a_restart_takes_every_row_of_the_owner(backend: Backend) -> None:
+    """Without a silence bound (the restart rule: the process is known gone) every row of the
+    owner returns to pending, however fresh its last heartbeat, and only its rows."""
+    await backend.insert(_events(1500))
+    store, now = backend.store, time.time()
+    await store.register_daemon(_daemon("crashed"), now)
+    await store.claim(1200, "crashed", now, now + 600)
+    await store.claim(300, "other", now, now + 600)
+    assert await store.rescue_owner("crashed", OWNER, now) == 1200
+    assert await backend.statuses() == {"pending": 1200, "inflight": 300}
+    assert await store.rescue_owner("unrecorded", OWNER, now) == 0
+
+
+async def test_prune_daemons_deletes_only_long_silent_records(backend: Backend) -> None:
+    """Records silent for longer than the bound are deleted; others stay."""
+    store, now = backend.store, time.time()
+    await store.register_daemon(_daemon("old"), now)
+    await store.register_daemon(_daemon("recent"), now)
+    await _silence(backend, "old", 2 * 86400)
+    assert await store.prune_daemons(time.time(), 86400) == 1
+    assert await backend.query("SELECT owner FROM forwarder_daemons") == [("recent",)]
+
+
 # --- SQLite only -----------------------------------------------------------------------------
 
 
@@ -669,6 +797,23 @@ async def test_sqlite_claim_uses_the_partial_index(store: SQLiteStore, db_path: 
     )
     conn.close()
     assert "tiktok_outbox_due" in plan
+
+
+async def test_sqlite_rescue_by_owner_uses_the_lease_index(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """The rescue of a dead daemon's rows reads the partial index of leased rows, not the
+    whole table of sent rows (no index on lease_owner is needed)."""
+    conn = sqlite3.connect(db_path)
+    params = {"owner": "x", "rescuer": OWNER, "now": 1.0, "before": None, "limit": 10}
+    plan = " ".join(
+        str(r[-1])
+        for sql in (SQLITE_SQL["rescue_owner"], SQLITE_SQL["found_dead"])
+        for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+    )
+    conn.close()
+    assert "tiktok_outbox_lease" in plan
+    assert "SCAN tiktok_outbox " not in f"{plan} "
 
 
 async def test_sqlite_writer_gives_way_once_an_application_writes(
@@ -860,6 +1005,60 @@ async def test_pg_rescue_never_overwrites_a_settling_row(pg: PostgresBackend) ->
         await owner.close()
     assert await pg.store.rescue_expired(now + 5) == 0
     assert await pg.statuses() == {"sent": 1}
+
+
+async def test_pg_rescue_by_owner_can_use_the_lease_index(pg: PostgresBackend) -> None:
+    """The rescue of a dead daemon's rows is answerable from the index of leased rows."""
+    conn = await asyncpg.connect(pg.url)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plans = [
+            await conn.fetch(f"EXPLAIN {PG_SQL[name]}", "x", 5.0, *extra)
+            for name, extra in (("rescue_owner", (1.0,)), ("found_dead", (OWNER,)))
+        ]
+    finally:
+        await conn.close()
+    for plan in plans:
+        assert "tiktok_outbox_lease" in " ".join(row[0] for row in plan)
+
+
+async def test_pg_silent_daemon_rescue_never_takes_a_settling_row(pg: PostgresBackend) -> None:
+    """The heartbeat rule skips the row a silent daemon is settling, and marks it found dead
+    only once it holds no row."""
+    await pg.insert(_events(2))
+    store, now = pg.store, time.time()
+    await store.register_daemon(_daemon("slow"), now)
+    first, _ = sorted(await store.claim(2, "slow", now, now + 600), key=lambda row: row.id)
+    await _silence(pg, "slow", 30)
+    owner = await asyncpg.connect(pg.url)
+    try:
+        await owner.execute("BEGIN")
+        settled = await owner.execute(
+            "UPDATE tiktok_outbox SET status = 'sent', lease_owner = NULL"
+            " WHERE id = $1 AND status = 'inflight' AND lease_owner = 'slow'",
+            first.id,
+        )
+        assert settled == "UPDATE 1"
+        rescue = store.rescue_owner("slow", OWNER, time.time(), 5.0)
+        assert await asyncio.wait_for(rescue, 5) == 1
+        assert await pg.query("SELECT stopped_at FROM forwarder_daemons") == [(None,)]
+        await owner.execute("COMMIT")
+    finally:
+        await owner.close()
+    assert await store.rescue_owner("slow", OWNER, time.time(), 5.0) == 0
+    assert await pg.statuses() == {"sent": 1, "pending": 1}
+    assert await pg.query("SELECT stopped_by FROM forwarder_daemons") == [(OWNER,)]
+
+
+async def test_pg_heartbeats_follow_the_server_clock(pg: PostgresBackend) -> None:
+    """Daemons whose clocks are hours off record and judge heartbeats by the server's clock,
+    so a skewed host neither looks dead nor finds live daemons dead."""
+    store, hours = pg.store, 3 * 3600.0
+    await store.register_daemon(_daemon("behind"), time.time() - hours)
+    assert await store.heartbeat("behind", time.time() - hours)
+    assert await store.silent_daemons(OWNER, time.time() + hours, 5.0) == []
+    [(beat,)] = await pg.query("SELECT heartbeat_at FROM forwarder_daemons")
+    assert abs(beat - time.time()) < 60
 
 
 async def test_pg_recovers_after_a_server_restart(pg: PostgresBackend, pg_server: PgServer) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from forwarder.errors import ConfigError
 from forwarder.store.base import (
     AdminStore,
+    Daemon,
     Dead,
     DeadFilter,
     NewEvent,
@@ -20,6 +21,7 @@ from forwarder.store.base import (
     ReplayRecord,
     Retry,
     RowDetail,
+    Silent,
     Store,
     Summary,
     WorkerStore,
@@ -27,6 +29,7 @@ from forwarder.store.base import (
 
 __all__ = [
     "AdminStore",
+    "Daemon",
     "Dead",
     "DeadFilter",
     "NewEvent",
@@ -34,6 +37,7 @@ __all__ = [
     "ReplayRecord",
     "Retry",
     "RowDetail",
+    "Silent",
     "Store",
     "Summary",
     "WorkerStore",

@@ -29,6 +29,25 @@ class Dead:
 
 
 @dataclass(frozen=True, slots=True)
+class Daemon:
+    """One daemon run as it records itself: its lease owner and where its process runs."""
+
+    owner: str  # the lease_owner of the rows it claims
+    host: str
+    pid: int
+    boot_id: str | None = None  # Linux's boot id: pids compare only within one boot...
+    pid_ns: str | None = None  # ...and one PID namespace; None where unknown
+
+
+@dataclass(frozen=True, slots=True)
+class Silent:
+    """A daemon whose heartbeat stopped: its owner, and how long ago it last beat."""
+
+    owner: str
+    silent_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewEvent:
     """One event to insert, as an application would (used by `forwarder enqueue`)."""
 
@@ -175,6 +194,45 @@ class WorkerStore(Protocol):
 
     async def prune_sent(self, before: float, limit: int) -> int:
         """Delete at most *limit* rows sent before *before*; return how many."""
+        ...
+
+    # The daemons' records and heartbeats. On PostgreSQL their times come from the server's
+    # clock (daemons on hosts whose clocks disagree judge each other's heartbeats alike); on
+    # SQLite, whose daemons share a host, from *now*.
+
+    async def register_daemon(self, daemon: Daemon, now: float) -> None:
+        """Record *daemon* as running, its heartbeat now (again, if it was found dead)."""
+        ...
+
+    async def heartbeat(self, owner: str, now: float) -> bool:
+        """Record that *owner* is alive; False if its record is gone or marked stopped (another
+        daemon found it dead while it stalled): it must register again."""
+        ...
+
+    async def daemon_stopped(self, owner: str, now: float) -> None:
+        """Record that *owner* stopped cleanly, holding no lease."""
+        ...
+
+    async def silent_daemons(self, me: str, now: float, silent_s: float) -> list[Silent]:
+        """The daemons other than *me*, not known to have stopped, whose last heartbeat is
+        more than *silent_s* seconds old."""
+        ...
+
+    async def daemons_here(self, me: Daemon) -> list[Daemon]:
+        """The daemons other than *me*, not known to have stopped, recorded with *me*'s boot
+        id and PID namespace (whose pids can be checked here); none if those are unknown."""
+        ...
+
+    async def rescue_owner(
+        self, owner: str, rescuer: str, now: float, silent_s: float | None = None
+    ) -> int:
+        """Return the rows *owner* leased to pending and mark it stopped by *rescuer*; with
+        *silent_s*, only while its last heartbeat is more than that old. Never a row being
+        settled at that moment (PostgreSQL). Return how many rows."""
+        ...
+
+    async def prune_daemons(self, now: float, silent_s: float) -> int:
+        """Delete the records of daemons silent for more than *silent_s*; return how many."""
         ...
 
     async def set_state(self, key: str, value: dict[str, Any], now: float) -> None:

@@ -15,6 +15,9 @@ class WorkerConfig:
     max_events: int = 1000  # rows per claim: one full request's worth
     poll_interval_s: float = 0.2
     lease_s: float = 60.0
+    heartbeat_s: float = 1.0  # how often the daemon records that it is alive
+    # A daemon whose last heartbeat is older than this is dead: its rows return to pending.
+    silent_after_s: float = 5.0
     shutdown_grace_s: float = 10.0
     unknown_code_max_attempts: int = 5
     unknown_code_min_delay_s: float = 60.0  # the floor of an unknown code's retry delay

@@ -14,6 +14,7 @@ from forwarder.destination import MALFORMED, Item, Refused
 from forwarder.events import OutboxRow
 from forwarder.store.base import Dead
 from forwarder.worker.delivery import Delivery
+from forwarder.worker.liveness import LEFT_LEASED
 from forwarder.worker.settle import Settler
 from forwarder.worker.shared import Shared
 
@@ -22,9 +23,9 @@ BUILD_SLICE = 100  # events built between two turns of the event loop
 # Requests answered but whose outcome is still waiting to be written, beyond which nothing more
 # is claimed until some are written. Sharing the SQLite file with an application, each write
 # leaves the lock free for a moment after it; answers of small requests then came faster than
-# they could be written, the queue of writes grew without bound, and the heartbeat queued behind
-# it stalled the loop. Waiting instead lets the next claim take more rows at once. The bound is
-# twice the requests allowed in flight (FORWARDER_CONCURRENCY), and at least this.
+# they could be written, the queue of writes grew without bound, and the lease extension queued
+# behind it stalled the loop. Waiting instead lets the next claim take more rows at once. The
+# bound is twice the requests allowed in flight (FORWARDER_CONCURRENCY), and at least this.
 SETTLE_BACKLOG_MIN = 8
 
 Claim = asyncio.Future[list[OutboxRow]]
@@ -41,6 +42,11 @@ class Intake:
         self._claims: set[Claim] = set()  # claims not yet returned
         #: Answered requests waiting for their outcome to be written, at which claims wait.
         self.settle_backlog_max = max(SETTLE_BACKLOG_MIN, 2 * shared.pacer.max_limit)
+
+    @property
+    def claiming(self) -> bool:
+        """Whether a claim is still under way (what it leases is ours until given back)."""
+        return bool(self._claims)
 
     async def take(self, now: float) -> bool:
         """Claim what the free request slots can carry, build it and hand it to delivery;
@@ -93,7 +99,7 @@ class Intake:
 
     def _hold_claimed(self, claim: Claim) -> None:
         """Count a claim's rows as ours as soon as it returns: if the loop fails for longer
-        than a lease before it takes them, the heartbeat keeps them, and our own rescue does not
+        than a lease before it takes them, their leases are extended, and our own rescue does not
         hand them to the next claim while this one still holds them."""
         if not claim.cancelled() and claim.exception() is None:
             for row in claim.result():
@@ -116,7 +122,7 @@ class Intake:
             self.shared.log.warning(
                 "shutdown_claims_left",
                 claims=len(late),
-                note="rows they lease return to pending when the lease expires (FORWARDER_LEASE)",
+                note=f"the rows they lease: {LEFT_LEASED}",
             )
 
     async def _build(self, rows: Sequence[OutboxRow], now: float) -> None:

@@ -27,6 +27,7 @@ from forwarder.worker.calls import DeadlinePassed, Stopped
 from forwarder.worker.config import Totals, WorkerConfig
 from forwarder.worker.delivery import Delivery
 from forwarder.worker.intake import Intake
+from forwarder.worker.liveness import LEFT_LEASED, this_daemon
 from forwarder.worker.rows import Rows
 from forwarder.worker.runtime import tuned_interpreter
 from forwarder.worker.settle import Settler
@@ -76,7 +77,7 @@ class Worker:
         self.settler = Settler(self.shared, Rows(self.shared))
         self.delivery = Delivery(self.shared, self.settler)
         self.intake = Intake(self.shared, self.delivery, self.settler)
-        self.upkeep = Upkeep(self.shared)
+        self.upkeep = Upkeep(self.shared, this_daemon(owner))
         metrics.concurrency_limit.set(pacer.limit)
 
     @property
@@ -214,6 +215,7 @@ class Worker:
         await self.intake.wait(shared.calls.left_s())
         if shared.leased:
             await self._release_all()
+        await self.upkeep.liveness.stop(holding=bool(shared.leased) or self.intake.claiming)
         shared.calls.cancel_all()
         totals = shared.totals
         shared.log.info(
@@ -230,13 +232,12 @@ class Worker:
             shared.log.warning(
                 "shutdown_leases_left",
                 rows=len(ids),
-                note="the database did not answer in time: the rows return to pending "
-                "when their lease expires (FORWARDER_LEASE)",
+                note=f"the database did not answer in time: {LEFT_LEASED}",
             )
         except StoreError as error:
             shared.log.error(
                 "release_failed",
                 rows=len(ids),
                 error=str(error),
-                note="the rows return to pending when their lease expires",
+                note=LEFT_LEASED,
             )

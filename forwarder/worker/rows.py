@@ -8,6 +8,10 @@ from forwarder.store.base import Dead, Retry
 from forwarder.worker.shared import Shared
 
 THROTTLE_SPREAD_S = 1.0  # rows held back by a throttle or a hold come due spread over this
+LEASE_LOST_NOTE = (
+    "no longer inflight under this daemon's lease: another daemon took them while this one "
+    "stalled or could not reach the database (or an earlier try of this write did); left alone"
+)
 
 
 class Rows:
@@ -46,11 +50,12 @@ class Rows:
         if not retries:
             return
         shared = self.shared
-        await shared.calls.settle(
+        changed = await shared.calls.settle(
             lambda: shared.store.reschedule(
                 retries, shared.owner, code, message, request_id, count_attempt, now
             )
         )
+        self._lost("reschedule", len(retries), changed)
         for retry in retries:
             shared.leased.pop(retry.row_id, None)
         shared.totals.retried += len(retries)
@@ -67,9 +72,10 @@ class Rows:
     ) -> None:
         """Dead-letter rows with their codes and reasons; one log line per reason."""
         shared = self.shared
-        await shared.calls.settle(
+        changed = await shared.calls.settle(
             lambda: shared.store.mark_dead(dead, shared.owner, request_id, count_attempt, now)
         )
+        self._lost("dead", len(dead), changed)
         groups: dict[str, list[Dead]] = {}
         for item in dead:
             shared.leased.pop(item.row_id, None)
@@ -91,7 +97,18 @@ class Rows:
     async def release(self, ids: list[int], now: float) -> None:
         """Give leased rows back untouched (shutdown, a batch not sent)."""
         shared = self.shared
-        await shared.calls.settle(lambda: shared.store.release(ids, shared.owner, now))
+        changed = await shared.calls.settle(lambda: shared.store.release(ids, shared.owner, now))
+        self._lost("release", len(ids), changed)
         for row_id in ids:
             shared.leased.pop(row_id, None)
         shared.totals.released += len(ids)
+
+    def _lost(self, action: str, rows: int, changed: int) -> None:
+        """Log the rows a write left alone: they were no longer ours."""
+        if changed < rows:
+            self.shared.log.warning(
+                "lease_lost",
+                action=action,
+                rows=rows - changed,
+                note=LEASE_LOST_NOTE,
+            )

@@ -118,7 +118,7 @@ class Settler:
         if changed != len(items):
             # Our lease ran out and the rows were claimed again: they will be sent again and
             # TikTok deduplicates them by event_id. Worth knowing; nothing is lost.
-            log.warning("lease_lost", rows=len(items) - changed)
+            log.warning("lease_lost", action="sent", rows=len(items) - changed)
         for row_id in ids:
             shared.leased.pop(row_id, None)
         self._count_sent(batch, now)

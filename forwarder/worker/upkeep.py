@@ -1,8 +1,12 @@
 """Upkeep: the small periodic tasks the loop runs between claims, each when it is due.
 
-- heartbeat: extend the lease of the rows this worker still holds, long before it runs out;
-- rescue: return rows whose lease expired (their daemon died) to pending;
-- prune: delete sent rows past the retention, a batch per turn;
+- start (once, before the first claim): register this daemon, rescue the rows of earlier ones
+  whose process is gone (liveness.py);
+- extend leases: of the rows this worker still holds, long before the lease runs out;
+- rescue: return the rows of daemons whose heartbeat stopped, every heartbeat interval, and the
+  rows whose lease expired, every quarter lease, to pending (liveness.py);
+- prune: delete sent rows past the retention, a batch per turn (and, hourly, old records of
+  daemons);
 - shared throttle: honour a rate-limit pause another daemon on the same token recorded;
 - summary: one info line a minute on what was delivered.
 """
@@ -13,6 +17,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from forwarder.store.base import Daemon
+from forwarder.worker.liveness import DAEMONS_PRUNE_EVERY_S, Liveness
 from forwarder.worker.shared import Shared
 
 PRUNE_EVERY_S = 60.0  # how often sent rows past the retention are deleted
@@ -47,13 +53,16 @@ class Periodic:
 class Upkeep:
     """Owns the periodic tasks' schedules and what they carry between runs."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, daemon: Daemon) -> None:
         self.shared = shared
+        self.liveness = Liveness(shared, daemon)
         quarter_lease = shared.config.lease_s / 4
         self.tasks = (
-            Periodic("heartbeat", quarter_lease, self._heartbeat),
-            Periodic("rescue", quarter_lease, self._rescue),
+            Periodic("extend_leases", quarter_lease, self._extend_leases),
+            Periodic("rescue_silent", shared.config.heartbeat_s, self.liveness.rescue_silent),
+            Periodic("rescue_expired", quarter_lease, self.liveness.rescue_expired),
             Periodic("prune", PRUNE_EVERY_S, self._prune),
+            Periodic("prune_daemons", DAEMONS_PRUNE_EVERY_S, self.liveness.prune),
             Periodic("summary", SUMMARY_EVERY_S, self._summarise),
             Periodic("shared_throttle", SHARED_STATE_EVERY_S, self._shared_throttle),
         )
@@ -62,11 +71,13 @@ class Upkeep:
         self._summary_from = (0, 0, 0)  # totals (delivered, retried, dead) at the last summary
 
     async def run_due(self, now: float) -> None:
-        """Run every task that is due, in order."""
+        """Start this daemon's liveness if not yet done, then run every task that is due."""
+        if not self.liveness.started:
+            await self.liveness.start(now)
         for task in self.tasks:
             await task.run_if_due(now)
 
-    async def _heartbeat(self, now: float) -> None:
+    async def _extend_leases(self, now: float) -> None:
         # Rows waiting for a slot or for a bisection step are still ours: extend their leases
         # long before they run out, so no daemon (this one included) rescues them.
         shared = self.shared
@@ -75,14 +86,6 @@ class Upkeep:
             await shared.calls.unless_stopped(
                 shared.store.extend_lease(list(shared.leased), shared.owner, until)
             )
-
-    async def _rescue(self, now: float) -> None:
-        shared = self.shared
-        rescued = await shared.calls.unless_stopped(shared.store.rescue_expired(now))
-        if rescued:
-            shared.totals.rescued += rescued
-            shared.metrics.rescued.inc(rescued)
-            shared.log.warning("leases_rescued", rows=rescued)
 
     async def _prune(self, now: float) -> float | None:
         shared = self.shared

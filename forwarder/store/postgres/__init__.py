@@ -10,18 +10,20 @@ pooling. Connections that a server restart breaks surface as StoreError from the
 because every row's state lives in the table.
 
 The store is composed of the parts in this package: the pool, errors and redaction
-(``connection``), LISTEN/NOTIFY (``listen``), the worker's operations (``outbox``) and the
-commands' (``admin``); every statement is in ``queries.sql``.
+(``connection``), LISTEN/NOTIFY (``listen``), the worker's operations (``outbox``), the
+daemons' records and heartbeats (``daemons``) and the commands' (``admin``); every statement is
+in ``queries.sql``.
 """
 
 from __future__ import annotations
 
 from forwarder.store.postgres.admin import PostgresAdmin
 from forwarder.store.postgres.connection import redact_url
+from forwarder.store.postgres.daemons import PostgresDaemons
 from forwarder.store.postgres.outbox import PostgresOutbox
 
 __all__ = ["PostgresStore", "redact_url"]
 
 
-class PostgresStore(PostgresOutbox, PostgresAdmin):
+class PostgresStore(PostgresOutbox, PostgresDaemons, PostgresAdmin):
     """The outbox store on PostgreSQL, through a small asyncpg pool plus one LISTEN connection."""

@@ -138,6 +138,80 @@ DELETE FROM tiktok_outbox
                LIMIT $2
                  FOR UPDATE SKIP LOCKED)
 
+-- name: register_daemon
+-- Record a daemon as running, its heartbeat now (again, if another daemon found it dead).
+-- The daemons' times come from the server's clock, so daemons on hosts whose clocks disagree
+-- judge each other's heartbeats alike.
+INSERT INTO forwarder_daemons (owner, host, pid, boot_id, pid_ns, started_at, heartbeat_at)
+VALUES ($1, $2, $3, $4, $5, extract(epoch FROM clock_timestamp())::double precision,
+        extract(epoch FROM clock_timestamp())::double precision)
+ON CONFLICT (owner) DO UPDATE
+   SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, stopped_by = NULL
+
+-- name: heartbeat
+-- Record that daemon $1 is alive, unless it was marked stopped (found dead while it stalled).
+UPDATE forwarder_daemons
+   SET heartbeat_at = extract(epoch FROM clock_timestamp())::double precision
+ WHERE owner = $1 AND stopped_at IS NULL
+
+-- name: daemon_stopped
+-- Record that daemon $1 stopped cleanly, holding no lease.
+UPDATE forwarder_daemons
+   SET stopped_at = extract(epoch FROM clock_timestamp())::double precision, stopped_by = $1
+ WHERE owner = $1
+
+-- name: silent_daemons
+-- The daemons other than $1, not known to have stopped, whose last heartbeat is more than $2
+-- seconds old, with how long ago it was.
+SELECT owner, extract(epoch FROM clock_timestamp())::double precision - heartbeat_at
+  FROM forwarder_daemons
+ WHERE stopped_at IS NULL
+   AND heartbeat_at < extract(epoch FROM clock_timestamp())::double precision - $2
+   AND owner <> $1
+
+-- name: daemons_here
+-- The daemons other than $1, not known to have stopped, of boot $2 and PID namespace $3.
+SELECT owner, host, pid, boot_id, pid_ns FROM forwarder_daemons
+ WHERE stopped_at IS NULL AND boot_id = $2 AND pid_ns = $3 AND owner <> $1
+
+-- name: rescue_owner
+-- Return the rows daemon $1 leased to pending; with $2, only while its last heartbeat is more
+-- than $2 seconds old (a daemon that beats again keeps its rows). $3 is the daemon's time.
+-- As rescue_expired, rows locked right now (their owner is settling them) are skipped, and
+-- FOR UPDATE re-checks the lease on the newest version of each row it locks. "lease_until > 0"
+-- holds for every inflight row: it lets the partial index tiktok_outbox_lease serve the
+-- lookup, so no index on lease_owner costs every claim and settle a write.
+WITH silent AS (
+    SELECT 1 FROM forwarder_daemons
+     WHERE owner = $1
+       AND ($2::double precision IS NULL
+            OR heartbeat_at < extract(epoch FROM clock_timestamp())::double precision - $2)
+), leased AS (
+    SELECT id FROM tiktok_outbox
+     WHERE status = 'inflight' AND lease_until > 0 AND lease_owner = $1
+       AND EXISTS (SELECT 1 FROM silent)
+       FOR UPDATE SKIP LOCKED
+)
+UPDATE tiktok_outbox AS t
+   SET status = 'pending', updated_at = $3, lease_owner = NULL, lease_until = NULL
+  FROM leased
+ WHERE t.id = leased.id AND t.status = 'inflight' AND t.lease_owner = $1
+
+-- name: found_dead
+-- Mark daemon $1 stopped by $3 once it holds no lease (with $2, while it is that silent).
+UPDATE forwarder_daemons
+   SET stopped_at = extract(epoch FROM clock_timestamp())::double precision, stopped_by = $3
+ WHERE owner = $1 AND stopped_at IS NULL
+   AND ($2::double precision IS NULL
+        OR heartbeat_at < extract(epoch FROM clock_timestamp())::double precision - $2)
+   AND NOT EXISTS (SELECT 1 FROM tiktok_outbox
+                    WHERE status = 'inflight' AND lease_until > 0 AND lease_owner = $1)
+
+-- name: prune_daemons
+-- Delete the records of daemons whose last heartbeat is more than $1 seconds old.
+DELETE FROM forwarder_daemons
+ WHERE heartbeat_at < extract(epoch FROM clock_timestamp())::double precision - $1
+
 -- name: set_state
 -- Record one key of the daemons' state.
 INSERT INTO forwarder_state (key, value, updated_at) VALUES ($1, $2, $3)

@@ -2,17 +2,18 @@
 
 The store is composed of the parts in this package: the file and its connections
 (``connection``), the writer's thread (``writer``), row decoding (``rows``), the worker's
-operations (``outbox``) and the commands' (``admin``); every statement is in ``queries.sql``.
+operations (``outbox``), the daemons' records and heartbeats (``daemons``) and the commands'
+(``admin``); every statement is in ``queries.sql``.
 """
 
 from __future__ import annotations
 
 from forwarder.store.sqlite.admin import SQLiteAdmin
 from forwarder.store.sqlite.connection import migrate_sync
-from forwarder.store.sqlite.outbox import SQLiteOutbox
+from forwarder.store.sqlite.daemons import SQLiteDaemons
 
 __all__ = ["SQLiteStore", "migrate_sync"]
 
 
-class SQLiteStore(SQLiteOutbox, SQLiteAdmin):
+class SQLiteStore(SQLiteDaemons, SQLiteAdmin):
     """The outbox store on one SQLite file: a writing connection and a reading one."""

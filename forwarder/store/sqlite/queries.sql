@@ -245,6 +245,61 @@ DELETE FROM tiktok_outbox
                WHERE status = 'sent' AND sent_at < :before
                LIMIT :limit)
 
+-- === The daemons' records and heartbeats =====================================================
+
+-- name: register_daemon
+-- Record a daemon as running, its heartbeat now (again, if another daemon found it dead).
+INSERT INTO forwarder_daemons (owner, host, pid, boot_id, pid_ns, started_at, heartbeat_at)
+VALUES (:owner, :host, :pid, :boot_id, :pid_ns, :now, :now)
+ON CONFLICT (owner) DO UPDATE
+   SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL, stopped_by = NULL
+
+-- name: heartbeat
+-- Record that a daemon is alive, unless it was marked stopped (found dead while it stalled).
+UPDATE forwarder_daemons SET heartbeat_at = :now WHERE owner = :owner AND stopped_at IS NULL
+
+-- name: daemon_stopped
+-- Record that a daemon stopped cleanly, holding no lease.
+UPDATE forwarder_daemons SET stopped_at = :now, stopped_by = :owner WHERE owner = :owner
+
+-- name: silent_daemons
+-- The daemons other than :me, not known to have stopped, whose last heartbeat is before
+-- :before, with how long ago that was.
+SELECT owner, :now - heartbeat_at FROM forwarder_daemons
+ WHERE stopped_at IS NULL AND heartbeat_at < :before AND owner <> :me
+
+-- name: daemons_here
+-- The daemons other than :me, not known to have stopped, of this boot and PID namespace.
+SELECT owner, host, pid, boot_id, pid_ns FROM forwarder_daemons
+ WHERE stopped_at IS NULL AND boot_id = :boot_id AND pid_ns = :pid_ns AND owner <> :me
+
+-- name: rescue_owner
+-- Return at most :limit rows :owner leased to pending; with :before, only while its last
+-- heartbeat is before :before (a daemon that beats again keeps its rows).
+-- "lease_until > 0" holds for every inflight row: it lets the partial index
+-- tiktok_outbox_lease serve the lookup, so no index on lease_owner costs every claim and
+-- settle a write.
+UPDATE tiktok_outbox
+   SET status = 'pending', updated_at = :now, lease_owner = NULL, lease_until = NULL
+ WHERE id IN (SELECT id FROM tiktok_outbox
+               WHERE status = 'inflight' AND lease_until > 0 AND lease_owner = :owner
+                 AND (:before IS NULL
+                      OR EXISTS (SELECT 1 FROM forwarder_daemons
+                                  WHERE owner = :owner AND heartbeat_at < :before))
+               LIMIT :limit)
+
+-- name: found_dead
+-- Mark :owner stopped by :rescuer once it holds no lease (with :before, while it is silent).
+UPDATE forwarder_daemons SET stopped_at = :now, stopped_by = :rescuer
+ WHERE owner = :owner AND stopped_at IS NULL
+   AND (:before IS NULL OR heartbeat_at < :before)
+   AND NOT EXISTS (SELECT 1 FROM tiktok_outbox
+                    WHERE status = 'inflight' AND lease_until > 0 AND lease_owner = :owner)
+
+-- name: prune_daemons
+-- Delete the records of daemons whose last heartbeat is before :before.
+DELETE FROM forwarder_daemons WHERE heartbeat_at < :before
+
 -- === The daemon's state =====================================================================
 
 -- name: set_state
