@@ -202,6 +202,13 @@ class Metrics:
             ["key"],
             registry=r,
         )
+        self.converted_dropped = Counter(
+            "forwarder_converted_fields_dropped",
+            "Delivered converted events (payload_format meta_capi) sent without a Meta field, "
+            "by field: Meta's own ids, ph (a phone Meta hashed), other.",
+            ["field"],
+            registry=r,
+        )
         self.build = Info("forwarder_build", "Version of the running daemon.", registry=r)
         self.build.info({"version": __version__})
         for key in MATCH_KEYS:

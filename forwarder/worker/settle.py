@@ -149,6 +149,10 @@ class Settler:
             metrics.delivered.labels(event_label(name)).inc(count)
         for key, count in keys.items():
             metrics.match_keys.labels(key).inc(count)
+        # Labels from build_meta.DROPPED_FIELDS, a closed set; empty for rows of TikTok's shape.
+        dropped = Counter(label for item in items for label in item.built.dropped)
+        for label, count in dropped.items():
+            metrics.converted_dropped.labels(label).inc(count)
 
     async def _throttled(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         shared = self.shared
