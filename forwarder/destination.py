@@ -43,6 +43,8 @@ class Built(NamedTuple):
     match_keys: frozenset[str]  # the identifiers sent that let the platform match a person
     warnings: tuple[str, ...]  # human-readable, never holding a raw identifier value
     created_at: float
+    #: Fields of a converted row's source format not carried over, as metric labels.
+    dropped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

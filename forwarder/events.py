@@ -31,3 +31,6 @@ class OutboxRow(NamedTuple):
     test_event_code: object
     attempts: int
     created_at: float
+    #: NULL or ``tiktok``: TikTok's shape; ``meta_capi``: one Meta server event (migration 0004).
+    #: Last, with a default: a row made without it (enqueue, the tests) is a TikTok row.
+    payload_format: object = None

@@ -171,6 +171,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.converted_dropped = Counter(
+            "forwarder_converted_fields_dropped",
+            "Delivered converted events (payload_format meta_capi) sent without a Meta field, "
+            "by field: Meta's own ids, ph (a phone Meta hashed), other.",
+            ["field"],
+            registry=r,
+        )
         # Every value of the closed label sets is exported from the start, at 0.
         for key in MATCH_KEYS:
             self.match_keys.labels(key)

@@ -6,7 +6,7 @@ import hashlib
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forwarder.tiktok.meta_capi import NotConvertible, convert
@@ -74,7 +74,8 @@ def test_meta_phone_hashes_are_what_tiktok_cannot_use() -> None:
 
 
 def test_a_website_purchase() -> None:
-    """Meta's website Purchase: e-mail kept, phone hashes, fbc and fbp dropped and named."""
+    """Meta's website Purchase: e-mail kept, phone hashes, fbc and fbp dropped and named; the
+    item's delivery_category is TikTok's event-level one."""
     out = convert("Purchase", None, META_WEB)
     assert (out.event, out.event_source) == ("Purchase", "web")
     assert out.payload == {
@@ -87,6 +88,7 @@ def test_a_website_purchase() -> None:
             "currency": "usd",
             "value": 123.45,
             "contents": [{"content_id": "product123", "quantity": 1}],
+            "delivery_category": "home_delivery",
             "content_type": "product",
         },
         "page": {"url": "http://jaspers-market.com/product/123"},
@@ -195,6 +197,7 @@ JSONISH = st.recursive(
 )
 
 
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     user=st.dictionaries(
         st.sampled_from(["em", "ph", "fn", "zp", "ct", "fbc", "madid", "client_ip_address", "x"]),
@@ -220,3 +223,31 @@ def test_every_field_is_mapped_or_named(user: dict[str, object], custom: dict[st
             assert f"user_data.{key}" in accounted, (key, value, out)
     for key in custom:
         assert any(name.startswith(f"custom_data.{key}") for name in accounted), (key, out)
+
+
+def test_what_has_no_single_place_is_named_not_lost() -> None:
+    """An event-level name with several items, a second city and a repeated reason are named
+    once each; an item's delivery_category becomes the event's."""
+    document = {
+        "user_data": {"ct": ["Menlo Park", "Palo Alto"], "ph": [EMAIL_HASH, EMAIL_HASH]},
+        "custom_data": {
+            "content_name": "Shoes",
+            "contents": [{"id": "a", "delivery_category": "curbside"}, {"id": "b"}],
+        },
+    }
+    out = convert("Purchase", None, document)
+    assert out.payload["properties"] == {
+        "contents": [{"content_id": "a"}, {"content_id": "b"}],
+        "delivery_category": "curbside",
+        "content_type": "product",
+    }
+    assert ("custom_data.content_name", "TikTok names each item") in out.dropped
+    assert ("user_data.ct[1:]", "TikTok takes one value") in out.dropped
+    assert out.note().count("user_data.ph") == 1
+
+
+def test_a_refusal_names_its_rule_and_meta_field() -> None:
+    """NotConvertible carries the rule and the Meta field the builder's reason names."""
+    with pytest.raises(NotConvertible) as refused:
+        convert("Purchase", None, {"custom_data": {"contents": [{}, "x"]}})
+    assert (refused.value.rule, refused.value.field) == ("type", "payload.custom_data.contents[1]")

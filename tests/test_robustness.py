@@ -431,7 +431,7 @@ def _exactly(db_path: Path, event_ids: list[str]) -> dict[str, list[tuple[type, 
     try:
         rows = conn.execute(
             "SELECT id, event_id, event, event_time, payload, pixel_code, event_source,"
-            " test_event_code, attempts, created_at FROM tiktok_outbox"
+            " test_event_code, attempts, created_at, payload_format FROM tiktok_outbox"
             f" WHERE event_id IN ({','.join('?' * len(event_ids))})",
             event_ids,
         ).fetchall()

@@ -695,3 +695,20 @@ async def test_dead_rows_are_logged_per_reason(harness: Harness, db_path: Path) 
         await harness.drain()
     dead = {log["reason"]: log["rows"] for log in logs if log["event"] == "events_dead"}
     assert dead == {"too_old": 1, "malformed": 1}
+
+
+async def test_warnings_of_a_claim_are_one_log_line(harness: Harness, db_path: Path) -> None:
+    """Fifty events sent with the same warning log one event_warnings line, not fifty."""
+    insert(
+        db_path, [purchase(i, user={"email": f"b{i}@x.example", "phone": "12"}) for i in range(50)]
+    )
+    with capture_logs() as logs:
+        totals = await harness.drain()
+    assert totals.delivered == 50
+    lines = [log for log in logs if log["event"] == "event_warnings"]
+    assert len(lines) == 1
+    assert lines[0]["events"] == 50
+    assert len(lines[0]["row_ids"]) == 10
+    assert lines[0]["warnings"] == ["user.phone dropped: not a valid phone number for region US"]
+    kept = query(db_path, "SELECT DISTINCT last_error FROM tiktok_outbox")
+    assert kept == [("user.phone dropped: not a valid phone number for region US",)]

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -24,6 +25,7 @@ from forwarder.store.base import OutboxStore
 from forwarder.tiktok import shapes
 from forwarder.tiktok.classify import classify, classify_transport
 from forwarder.tiktok.client import TikTokClient
+from forwarder.tiktok.lint_meta import Conversion
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:
@@ -121,7 +123,7 @@ async def _send_test(settings: Settings) -> bool:
 
 def _lint_payload(settings: Settings, source: str) -> int:
     try:
-        raw = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
+        raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as error:
         raise ConfigError(f"--payload {source}: {error.strerror}") from None
     try:
@@ -136,6 +138,8 @@ def _lint_payload(settings: Settings, source: str) -> int:
         max_age_s=settings.max_event_age,
     )
     print(f"read as {report.read_as}")
+    if report.conversion is not None:
+        _print_conversion(report.conversion)
     findings = report.findings
     for finding in findings:
         # An error shows its reason code, the one the daemon stores in last_error.
@@ -146,3 +150,18 @@ def _lint_payload(settings: Settings, source: str) -> int:
     warnings = len(findings) - errors
     print(f"{errors} error(s), {warnings} warning(s)" if findings else "no problems found")
     return common.EXIT_REFUSED if errors else common.EXIT_OK
+
+
+def _print_conversion(conversion: Conversion) -> None:
+    """What each Meta field became, then the TikTok event as sent (identifiers hashed)."""
+    print("converted from Meta's shape:")
+    for how, meta, tiktok in conversion.fields:
+        arrow = ":" if how == "dropped" else " ->"
+        print(f"  {how:<10} {printable(meta)}{arrow} {printable(tiktok)}")
+    if conversion.event is None:
+        print("TikTok event: none, the row is refused (errors below)")
+        return
+    print("TikTok event, as sent (identifiers hashed):")
+    shown = orjson.dumps(conversion.event, option=orjson.OPT_INDENT_2).decode()
+    for line in shown.split("\n"):
+        print("  " + printable(line))

@@ -20,16 +20,23 @@ from forwarder.settings import Settings
 from forwarder.store.base import NewEvent
 from forwarder.tiktok.build import build
 from forwarder.tiktok.build_row import COLUMNS
+from forwarder.tiktok.meta_capi import FORMATS
 
 
 def add(sub: Any, common_options: argparse.ArgumentParser) -> None:
     """Add `enqueue` to the command line."""
     enqueue = helptext.command(sub, "enqueue", common_options)
     enqueue.add_argument("file", nargs="?", default="-", help="a JSON file, or - for stdin")
+    enqueue.add_argument(
+        "--payload-format",
+        choices=FORMATS,
+        help="the payload's shape: tiktok (the default) or meta_capi (one Meta server event, "
+        "converted); sets the payload_format column",
+    )
     enqueue.set_defaults(func=enqueue_event)
 
 
-def _read_event(source: str) -> NewEvent:
+def _read_event(source: str, payload_format: str | None) -> NewEvent:
     """Parse and check one event given as the outbox columns in a JSON object."""
     try:
         raw = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
@@ -50,6 +57,11 @@ def _read_event(source: str) -> NewEvent:
     for name in ("event_id", "event", "pixel_code", "event_source", "test_event_code"):
         if name in data and not isinstance(data[name], str):
             raise ValueError(f"{name} must be a string")
+    given = data.get("payload_format")
+    if given is not None and not isinstance(given, str):
+        raise ValueError("payload_format must be a string or null")
+    if payload_format is not None and given is not None and given != payload_format:
+        raise ValueError("payload_format in the input differs from --payload-format")
     event_time = data.get("event_time")
     if isinstance(event_time, float):
         event_time = int(event_time)  # the builder truncates a fraction of a second too
@@ -63,13 +75,14 @@ def _read_event(source: str) -> NewEvent:
         pixel_code=data.get("pixel_code", ""),
         event_source=data.get("event_source", "web"),
         test_event_code=data.get("test_event_code", ""),
+        payload_format=payload_format or given,
     )
 
 
 def enqueue_event(settings: Settings, args: argparse.Namespace) -> int:
     """Insert the event given, unless the daemon would refuse it."""
     try:
-        event = _read_event(args.file)
+        event = _read_event(args.file, args.payload_format)
     except ValueError as error:
         print(f"forwarder: refused: {printable(error)}", file=sys.stderr)
         return common.EXIT_REFUSED
@@ -86,6 +99,7 @@ def enqueue_event(settings: Settings, args: argparse.Namespace) -> int:
         event.test_event_code,
         0,
         now,
+        event.payload_format,
     )
     checked = build(row, startup.build_options(settings), now)
     if isinstance(checked, Refused):

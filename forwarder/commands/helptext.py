@@ -65,8 +65,9 @@ COMMANDS: dict[str, Help] = {
         "insert one event given as JSON; prints its row id",
         "Insert one event, given as a JSON object of outbox columns (event_id, event, and\n"
         "optionally event_time, payload as an object, pixel_code, event_source,\n"
-        "test_event_code), from FILE or stdin. It is checked exactly as the daemon checks rows;\n"
-        "a duplicate (same pixel_code, event, event_id) prints the existing row's id.",
+        "test_event_code, payload_format), from FILE or stdin. It is checked exactly as the\n"
+        "daemon checks rows; a duplicate (same pixel_code, event, event_id) prints the existing\n"
+        "row's id. --payload-format meta_capi: payload is one Meta Conversions API server event.",
         _DATABASE + ", and the settings that shape events (TIKTOK_PIXEL_CODE,\n"
         "FORWARDER_PHONE_REGION, FORWARDER_CONSENT_DEFAULT, FORWARDER_MAX_EVENT_AGE)",
         'echo \'{"event_id": "lead-7", "event": "Lead", "payload": {"user": {"email": '

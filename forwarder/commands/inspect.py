@@ -48,6 +48,7 @@ def _hashed_view(row: RowDetail, settings: Settings) -> dict[str, Any] | str:
         row.test_event_code,
         row.attempts,
         row.created_at,
+        row.payload_format,
     )
     # The event's body does not depend on the pixel (a placeholder stands in when none is
     # set here) nor on its age (an old event is still shown).
@@ -70,6 +71,7 @@ def inspect_event(settings: Settings, args: argparse.Namespace) -> int:
     for row, replays in found:
         document = common.row_json(row)
         document["event_time"] = row.event_time
+        document["payload_format"] = row.payload_format
         document["next_attempt_at"] = row.next_attempt_at
         document["event_as_sent"] = _hashed_view(row, settings)
         document["replays"] = [
@@ -104,6 +106,8 @@ def _inspect_text(document: dict[str, Any], default_pixel: str) -> str:
         f"  updated     {common.when(document['updated_at'])}   "
         f"sent {common.when(document['sent_at'])}",
     ]
+    if document["payload_format"] is not None:  # NULL, the usual, is TikTok's shape
+        lines.append(f"  format      {p(document['payload_format'])}")
     if document["status"] == "pending":
         due = document["next_attempt_at"]
         lines.append(f"  next try    {common.when(due) if due else 'now'}")

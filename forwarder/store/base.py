@@ -58,6 +58,7 @@ class NewEvent:
     pixel_code: str = ""
     event_source: str = "web"
     test_event_code: str = ""
+    payload_format: str | None = None  # NULL: TikTok's shape; "meta_capi": a Meta server event
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,7 @@ class RowDetail:
     created_at: float
     updated_at: float | None
     sent_at: float | None
+    payload_format: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ import orjson
 from forwarder.destination import MALFORMED, TOO_OLD, Built, Refused, Route
 from forwarder.events import OutboxRow
 from forwarder.tiktok import schema
+from forwarder.tiktok.build_meta import converted_row, dropped_labels, is_tiktok
 from forwarder.tiktok.build_row import (
     CONSENT_VALUES,
     DEFAULT_EVENT_SOURCE,
@@ -90,9 +91,24 @@ _typed = schema.typed
 def build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     """Build the TikTok event for *row*, or say why it must not be sent."""
     try:
-        return _build(row, opts, now)
+        if row.payload_format is None:
+            return _build(row, opts, now)
+        return _build_format(row, opts, now)
     except Invalid as error:
         return _refused(row.id, MALFORMED, error)
+
+
+def _build_format(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
+    """Build a row that names its payload's format: TikTok's own, or one converted first."""
+    if is_tiktok(row.payload_format):
+        return _build(row, opts, now)
+    tiktok_row, converted = converted_row(row)
+    built = _build(tiktok_row, opts, now)
+    if isinstance(built, Refused) or not converted.dropped:
+        return built
+    # The note reaches the sent row's last_error, as every warning does (worker/settle.py).
+    warnings = (*built.warnings, converted.note())
+    return built._replace(warnings=warnings, dropped=dropped_labels(converted))
 
 
 def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
@@ -141,7 +157,15 @@ def _build(row: OutboxRow, opts: BuildOptions, now: float) -> Built | Refused:
     # tuple.__new__ directly: Built's own __new__ is a Python function, a frame per event.
     return _new_tuple(
         Built,
-        (row.id, route, out, match_keys, tuple(warnings) if warnings else (), row.created_at),
+        (
+            row.id,
+            route,
+            out,
+            match_keys,
+            tuple(warnings) if warnings else (),
+            row.created_at,
+            (),
+        ),
     )
 
 

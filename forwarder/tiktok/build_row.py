@@ -37,6 +37,7 @@ COLUMNS = (
     "pixel_code",
     "event_source",
     "test_event_code",
+    "payload_format",
 )
 #: docs/contract.md: the keys an application may put in ``payload``.
 PAYLOAD_KEYS = ("user", "properties", "page", "app", "ad", "lead", "limited_data_use", "consent")
@@ -103,8 +104,8 @@ def event_seconds(value: object, created_at: float, now: float, warnings: list[s
     return seconds
 
 
-def parse_payload(raw: object) -> dict[str, Any]:
-    """The payload column as a JSON object of known keys ({} when NULL or empty), or refuse it."""
+def parse_json(raw: object) -> object:
+    """The payload column's JSON value ({} when NULL or empty), or refuse it."""
     if raw is None:
         return {}
     if not isinstance(raw, _JSON_TEXT_TYPES):
@@ -112,13 +113,18 @@ def parse_payload(raw: object) -> dict[str, Any]:
     if len(raw) == 0:
         return {}
     try:
-        data = orjson.loads(raw)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise Invalid(
             JSON,
             "payload",
             f"payload is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
         ) from None
+
+
+def parse_payload(raw: object) -> dict[str, Any]:
+    """The payload column as a JSON object of known keys ({} when NULL or empty), or refuse it."""
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise Invalid(JSON, "payload", f"payload must be a JSON object, got {type_name(data)}")
     if not data.keys() <= PAYLOAD_KEY_SET:

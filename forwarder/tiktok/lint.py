@@ -1,9 +1,10 @@
 """Lint one event as TikTok's Payload Helper would: ``forwarder check --payload FILE``.
 
 The input is one event exactly as ``forwarder enqueue`` takes it: a JSON object of outbox columns
-(``event_id``, ``event``, ``event_time``, ``event_source``, ``pixel_code``, ``test_event_code``
-and ``payload``, an object or a JSON string of one); ``forwarder.tiktok.shapes`` turns TikTok's own
-shapes into such objects. The lint reports
+(``event_id``, ``event``, ``event_time``, ``event_source``, ``pixel_code``, ``test_event_code``,
+``payload_format`` and ``payload``, an object or a JSON string of one); ``forwarder.tiktok.shapes``
+turns TikTok's own shapes into such objects, and ``forwarder.tiktok.lint_meta`` Meta's. The lint
+reports
 
 * as an **error** exactly what the daemon refuses. It builds the event with
   ``forwarder.tiktok.build``, the daemon's own code reading ``forwarder.tiktok.schema``'s table,
@@ -28,6 +29,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from forwarder.tiktok.build_meta import is_tiktok
 from forwarder.tiktok.build_row import COLUMNS, DEFAULT_EVENT_SOURCE, PAYLOAD_KEYS
 from forwarder.tiktok.checks import FIELD_NAME, type_name
 from forwarder.tiktok.findings import ENQUEUE_UNKNOWN_COLUMN, ERROR, WARNING, Finding
@@ -64,6 +66,10 @@ def lint(
     findings = list(_columns(document))
     refusals, built = refusals_of(document, now=now, phone_region=phone_region, max_age_s=max_age_s)
     findings.extend(error_for(refused, document) for refused in refusals)
+    if not is_tiktok(document.get("payload_format")):
+        # Not TikTok's shape: only the builder's refusals apply (``forwarder.tiktok.lint_meta``
+        # lints a meta_capi row as the TikTok row it becomes).
+        return sorted(findings, key=lambda finding: finding.level != ERROR)
     source = _source(document.get("event_source", DEFAULT_EVENT_SOURCE))
     event = document.get("event")
     name = event.strip() if isinstance(event, str) else None

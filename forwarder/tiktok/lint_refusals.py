@@ -59,7 +59,7 @@ def refusals_of(
     options = _options(phone_region, max_age_s)
     refusals: list[Refused] = []
     for _ in range(_MAX_REFUSALS):
-        result = build(_row(columns, now), options, now)
+        result = build(outbox_row(columns, now), options, now)
         if isinstance(result, Built):
             return refusals, result
         if any((r.field, r.rule) == (result.field, result.rule) for r in refusals):
@@ -204,7 +204,7 @@ def _lint_field(field: str) -> str:
     return field.removeprefix("payload.")
 
 
-def _row(document: Mapping[str, Any], now: float) -> OutboxRow:
+def outbox_row(document: Mapping[str, Any], now: float) -> OutboxRow:
     """The outbox row ``forwarder enqueue`` would insert for *document*."""
     raw = document.get("payload", "{}")
     if not isinstance(raw, str):
@@ -224,6 +224,7 @@ def _row(document: Mapping[str, Any], now: float) -> OutboxRow:
         test_event_code=document.get("test_event_code", ""),
         attempts=0,
         created_at=now,
+        payload_format=document.get("payload_format"),
     )
 
 

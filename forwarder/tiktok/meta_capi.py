@@ -18,6 +18,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from forwarder.tiktok.checks import JSON, TYPE, VALUE, Invalid
+from forwarder.tiktok.meta_values import md5, sha256, strings, unsuffixed, values
+
 #: The value of ``payload_format`` for rows in Meta's shape (NULL or ``tiktok``: TikTok's own).
 META_CAPI: Final = "meta_capi"
 TIKTOK: Final = "tiktok"
@@ -70,14 +73,14 @@ CONTENT_KEYS: Final = {
     "brand": "brand",
 }
 
-_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
-# capi-param-builder appends ".<appendix>" to its hashes: a token or 8 base64url characters.
-_APPENDIX = re.compile(r"^([0-9a-fA-F]{32}|[0-9a-fA-F]{64})\.(?:A[QgwQ]|B[AQg]|[A-Za-z0-9_-]{8})$")
+_SCALARS = {"fn": "first_name", "ln": "last_name", "zp": None}
+_NAME = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
+_PATH = re.compile(rf"{_NAME}(?:\.{_NAME}|\[\d+\]|\[1:\])*")
 
 
-class NotConvertible(Exception):
-    """The Meta event cannot become a TikTok event; the message says why (never a value)."""
+class NotConvertible(Invalid):
+    """The Meta event cannot become a TikTok event: the builder refuses the row with its rule,
+    the Meta field (``payload.<field>``) and a message saying why (never a value)."""
 
 
 @dataclass
@@ -93,23 +96,30 @@ class Converted:
     dropped: list[tuple[str, str]] = field(default_factory=list)
 
     def note(self) -> str:
-        """One line naming what was dropped, for the log and the row."""
-        names = ", ".join(f"{name} ({why})" for name, why in self.dropped)
+        """One line naming what was dropped, each field and why once, for the log and the row."""
+        names = ", ".join(f"{shown(name)} ({why})" for name, why in dict.fromkeys(self.dropped))
         return f"not carried over from Meta's event: {names}" if names else ""
+
+
+def shown(name: str) -> str:
+    """A dropped field's name as a reason may show it: an application's key may be anything."""
+    return name if _PATH.fullmatch(name) else "a key not shown (not a field name)"
 
 
 def convert(event_name: str, event_source: str | None, document: object) -> Converted:
     """Map one Meta server event onto forwarder's payload; raise NotConvertible."""
     if not isinstance(document, dict):
-        raise NotConvertible("a meta_capi payload must be one Meta server event (a JSON object)")
+        raise NotConvertible(JSON, "payload", "a meta_capi payload must be one Meta server event")
     if "data" in document:
-        raise NotConvertible("a meta_capi payload is one Meta server event, not a request body")
+        why = "a meta_capi payload is one Meta server event, not a request body with data"
+        raise NotConvertible(VALUE, "payload.data", why)
     source = _event_source(document.get("action_source"), event_source)
     name = APP_NAMES.get(event_name, event_name) if source == "app" else event_name
     out = Converted(name, source)
     given_name = document.get("event_name")
     if given_name is not None and given_name != event_name:
-        raise NotConvertible("event_name differs from the row's event column")
+        why = "event_name differs from the row's event column"
+        raise NotConvertible(VALUE, "payload.event_name", why)
     _user(document.get("user_data"), document.get("app_data"), out)
     _properties(document.get("custom_data"), out)
     _page(document, out)
@@ -129,54 +139,26 @@ def _event_source(action_source: object, column: str | None) -> str:
     if action_source is None:
         return column or "web"
     if not isinstance(action_source, str) or action_source not in ACTION_SOURCES:
-        raise NotConvertible(
-            f"action_source must be one of {', '.join(ACTION_SOURCES)} (Meta's values)"
-        )
+        why = f"action_source must be one of {', '.join(ACTION_SOURCES)} (Meta's values)"
+        raise NotConvertible(VALUE, "payload.action_source", why)
     source = ACTION_SOURCES[action_source]
     if source is None:
-        raise NotConvertible(
-            "action_source business_messaging: its attribution rests on Meta-only click ids"
-        )
+        why = "action_source business_messaging: its attribution rests on Meta-only click ids"
+        raise NotConvertible(VALUE, "payload.action_source", why)
     return source
-
-
-def _values(value: object) -> list[str]:
-    """Meta gives a user value as a string or a list of strings."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, str)]
-    return []
-
-
-def _strings(value: object) -> bool:
-    """Whether *value* is a string, or a non-empty list of strings only."""
-    if isinstance(value, str):
-        return True
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
-
-
-def _unsuffixed(value: str) -> str:
-    """A capi-param-builder hash without its appendix; anything else unchanged."""
-    match = _APPENDIX.match(value.strip())
-    return match.group(1) if match else value
-
-
-def _hashed(value: str) -> bool:
-    return _HEX64.fullmatch(value.strip()) is not None
 
 
 def _user(user_data: object, app_data: object, out: Converted) -> None:
     if user_data is None:
         return
     if not isinstance(user_data, dict):
-        raise NotConvertible("user_data must be an object")
+        raise NotConvertible(TYPE, "payload.user_data", "user_data must be an object")
     user: dict[str, Any] = {}
     for key, value in user_data.items():
         where = f"user_data.{key}"
         if value is None:
             continue  # JSON null: absent
-        if not _strings(value) and key not in META_ONLY:
+        if not strings(value) and key not in META_ONLY:
             out.dropped.append((where, "not a string or a list of strings"))
         elif key in META_ONLY:
             out.dropped.append((where, "Meta only"))
@@ -185,9 +167,7 @@ def _user(user_data: object, app_data: object, out: Converted) -> None:
         elif key == "ph":
             _phones(where, value, user, out)
         elif key in ("fn", "ln", "zp"):
-            _hashed_scalar(
-                where, value, {"fn": "first_name", "ln": "last_name"}.get(key), user, out
-            )
+            _hashed_scalar(where, value, _SCALARS[key], user, out)
         elif key in ("ct", "st", "country"):
             _plain(where, value, {"ct": "city", "st": "state"}.get(key, "country"), user, out)
         elif key in ("client_ip_address", "client_user_agent") and isinstance(value, str):
@@ -206,9 +186,9 @@ def _identifiers(
     where: str, value: object, target: str, user: dict[str, Any], out: Converted
 ) -> None:
     kept: list[str] = []
-    for given in _values(value):
-        item = _unsuffixed(given)
-        if _HEX32.fullmatch(item.strip()):
+    for given in values(value):
+        item = unsuffixed(given)
+        if md5(item):
             out.dropped.append((where, "an MD5 hash: TikTok takes SHA-256 only"))
         else:
             kept.append(item)  # raw or SHA-256: the builder normalises or passes it through
@@ -219,9 +199,9 @@ def _identifiers(
 
 def _phones(where: str, value: object, user: dict[str, Any], out: Converted) -> None:
     kept: list[str] = []
-    for given in _values(value):
-        item = _unsuffixed(given).strip()
-        if _hashed(item) or _HEX32.fullmatch(item):
+    for given in values(value):
+        item = unsuffixed(given).strip()
+        if sha256(item) or md5(item):
             # Meta hashes digits without "+", TikTok the E.164 form with it: a hash cannot be
             # turned into the other (tiktok-events-api.md §6).
             out.dropped.append((where, "hashed without the + TikTok's hash needs"))
@@ -235,13 +215,13 @@ def _phones(where: str, value: object, user: dict[str, Any], out: Converted) -> 
 def _hashed_scalar(
     where: str, value: object, target: str | None, user: dict[str, Any], out: Converted
 ) -> None:
-    items = [_unsuffixed(item) for item in _values(value)]
+    items = [unsuffixed(item) for item in values(value)]
     if not items:
         return
     first = items[0]
     if target is None:  # zp: Meta cuts a ZIP+4 at its dash, forwarder would join the two parts
         target = "zip_code"
-        first = first if _hashed(first) else first.split("-", 1)[0]
+        first = first if sha256(first) else first.split("-", 1)[0]
     user[target] = first
     out.mapped.append((where, f"user.{target}"))
     if len(items) > 1:
@@ -249,14 +229,16 @@ def _hashed_scalar(
 
 
 def _plain(where: str, value: object, target: str, user: dict[str, Any], out: Converted) -> None:
-    items = _values(value)
+    items = values(value)
     if not items:
         return
-    if _hashed(items[0]) or _hashed(_unsuffixed(items[0])):
+    if sha256(items[0]) or sha256(unsuffixed(items[0])):
         out.dropped.append((where, "hashed, but TikTok takes it in clear"))
         return
     user[target] = items[0].strip().lower()
     out.mapped.append((where, f"user.{target}"))
+    if len(items) > 1:
+        out.dropped.append((f"{where}[1:]", "TikTok takes one value"))
 
 
 def _platform(app_data: object) -> str | None:
@@ -282,7 +264,7 @@ def _properties(custom_data: object, out: Converted) -> None:
     if custom_data is None:
         return
     if not isinstance(custom_data, dict):
-        raise NotConvertible("custom_data must be an object")
+        raise NotConvertible(TYPE, "payload.custom_data", "custom_data must be an object")
     properties: dict[str, Any] = {}
     for key, value in custom_data.items():
         where = f"custom_data.{key}"
@@ -290,49 +272,58 @@ def _properties(custom_data: object, out: Converted) -> None:
             properties[key] = value
             out.mapped.append((where, f"properties.{key}"))
         elif key == "contents" and isinstance(value, list):
-            properties["contents"] = [
-                _content(index, item, out) for index, item in enumerate(value)
-            ]
+            contents = [_content(index, item, out, properties) for index, item in enumerate(value)]
+            properties["contents"] = contents
             out.mapped.append((where, "properties.contents"))
         elif key in ("content_name", "content_category"):
-            out.mapped.append((where, f"properties.contents[0].{key}"))
+            continue  # _single_item_names
         else:
             out.dropped.append((where, "no TikTok field"))
-    _single_item_names(custom_data, properties)
+    _single_item_names(custom_data, properties, out)
     if properties.get("contents") and "content_type" not in properties:
         properties["content_type"] = "product"  # Meta's contents carry product ids
     if properties:
         out.payload["properties"] = properties
 
 
-def _content(index: int, item: object, out: Converted) -> dict[str, Any]:
+def _content(
+    index: int, item: object, out: Converted, properties: dict[str, Any]
+) -> dict[str, Any]:
     if not isinstance(item, dict):
-        raise NotConvertible(f"custom_data.contents[{index}] must be an object")
+        where = f"custom_data.contents[{index}]"
+        raise NotConvertible(TYPE, f"payload.{where}", f"{where} must be an object")
     content: dict[str, Any] = {}
     for key, value in item.items():
         target = CONTENT_KEYS.get(key)
         if target is not None:
             content[target] = value
-        elif key == "delivery_category":
-            continue  # TikTok has it per event: carried at properties level by the caller
+        elif key == "delivery_category":  # TikTok has it per event: the event's own one wins
+            properties.setdefault(key, value)
+            out.mapped.append((f"custom_data.contents[{index}].{key}", f"properties.{key}"))
         else:
             out.dropped.append((f"custom_data.contents[{index}].{key}", "no TikTok field"))
     return content
 
 
-def _single_item_names(custom_data: dict[str, Any], properties: dict[str, Any]) -> None:
+def _single_item_names(
+    custom_data: dict[str, Any], properties: dict[str, Any], out: Converted
+) -> None:
     """TikTok keeps a content's name and category per item: Meta's event-level ones go to the
-    one item there is (or make one)."""
+    one item there is (or make one); with several items, they belong to none."""
     names = {
         key: custom_data[key] for key in ("content_name", "content_category") if key in custom_data
     }
     if not names:
         return
     contents = properties.get("contents")
-    if not contents:
-        properties["contents"] = [names]
-    elif len(contents) == 1:
+    if contents and len(contents) > 1:
+        out.dropped.extend((f"custom_data.{key}", "TikTok names each item") for key in names)
+        return
+    if contents:
         contents[0] = {**names, **contents[0]}
+    else:
+        properties["contents"] = [names]
+    out.mapped.extend((f"custom_data.{key}", f"properties.contents[0].{key}") for key in names)
 
 
 def _page(document: dict[str, Any], out: Converted) -> None:
@@ -349,7 +340,7 @@ def _app(app_data: object, out: Converted) -> None:
     if app_data is None:
         return
     if not isinstance(app_data, dict):
-        raise NotConvertible("app_data must be an object")
+        raise NotConvertible(TYPE, "payload.app_data", "app_data must be an object")
     extinfo = app_data.get("extinfo")
     info = (
         [item if isinstance(item, str) else "" for item in extinfo]

@@ -1,17 +1,22 @@
-"""Read what ``forwarder check --payload`` is given, in any of the three shapes it accepts.
+"""Read what ``forwarder check --payload`` is given, in any of the four shapes it accepts.
 
 - an **outbox row**: the JSON object ``forwarder enqueue`` takes (its columns, with ``payload``);
+  one whose ``payload_format`` is ``meta_capi`` is converted first (``lint_meta``);
 - **one TikTok event**, as TikTok's Payload Helper and docs show an element of ``data[]``
   (``event``, ``event_time``, ``event_id``, ``user``, ``properties``, ``page``, ...);
 - a whole **/event/track/ request body** (``event_source``, ``event_source_id``, optional
-  ``test_event_code``, ``data``), whose events are each checked, named by their index.
+  ``test_event_code``, ``data``), whose events are each checked, named by their index;
+- **one Meta server event** (``event_name``, ``user_data``, ``custom_data``, ``action_source``,
+  ...), checked as the ``meta_capi`` row that carries it.
 
-The shape is told by keys alone: ``data`` makes a request body; ``payload`` or a column only a
-row has (``pixel_code``, ``event_source``, ``test_event_code``) makes a row; one of the objects of
-an event (``user``, ``properties``, ...) at the top makes a TikTok event; anything else is read as
-a row (with only ``event``, ``event_id`` and ``event_time`` the two shapes are the same). A TikTok
-event is checked as the row ``forwarder enqueue`` would make of it: the lint's errors are the
-builder's refusals whatever the shape. § are to tiktok-events-api.md.
+The shape is told by keys alone: ``data`` makes a request body (Meta's, whose events have Meta's
+keys, is refused: a row holds one event); ``payload`` or a column only a row has
+(``pixel_code``, ``event_source``, ``test_event_code``, ``payload_format``) makes a row; one of
+Meta's event keys makes a Meta event; one of the objects of an event (``user``, ``properties``,
+...) at the top makes a TikTok event; anything else is read as a row (with only ``event``,
+``event_id`` and ``event_time`` the two shapes are the same). A TikTok event is checked as the
+row ``forwarder enqueue`` would make of it: the lint's errors are the builder's refusals whatever
+the shape. § are to tiktok-events-api.md.
 """
 
 from __future__ import annotations
@@ -23,14 +28,24 @@ from typing import Any, NamedTuple
 from forwarder.tiktok.build_row import DEFAULT_EVENT_SOURCE
 from forwarder.tiktok.checks import MISSING, TYPE, VALUE, type_name
 from forwarder.tiktok.lint import ERROR, WARNING, Finding, lint
+from forwarder.tiktok.lint_meta import Conversion, lint_meta, meta_row
+from forwarder.tiktok.meta_capi import META_CAPI
 from forwarder.tiktok.spec import EVENT_SOURCES, HASHED_LIST_KEYS, HASHED_SCALAR_KEYS, MAX_EVENTS
 
 OUTBOX_ROW = "outbox row"
 TIKTOK_EVENT = "TikTok event"
 TIKTOK_REQUEST = "TikTok request"
+META_EVENT = "Meta server event"
+META_REQUEST = "Meta request"
 
 #: The keys an outbox row has and a TikTok event has not (event_source is the request's, §2.1).
-_ROW_ONLY = frozenset(("payload", "pixel_code", "event_source", "test_event_code"))
+_ROW_ONLY = frozenset(
+    ("payload", "pixel_code", "event_source", "test_event_code", "payload_format")
+)
+#: Keys of a Meta server event that neither a row nor a TikTok event has.
+_META_ONLY = frozenset(
+    ("event_name", "user_data", "custom_data", "action_source", "app_data", "event_source_url")
+)
 #: The objects of a TikTok event (§2.2), which a row holds inside payload.
 _EVENT_ONLY = frozenset(("user", "properties", "page", "app", "ad", "lead", "limited_data_use"))
 #: The columns a TikTok event shares with a row.
@@ -45,9 +60,10 @@ _FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 class Report:
     """What was read, and the findings, errors first (fields of a request start ``data[i].``)."""
 
-    shape: str  # OUTBOX_ROW, TIKTOK_EVENT or TIKTOK_REQUEST
+    shape: str  # OUTBOX_ROW, TIKTOK_EVENT, TIKTOK_REQUEST, META_EVENT or META_REQUEST
     read_as: str  # one line saying how the input was read
     findings: list[Finding]
+    conversion: Conversion | None = None  # a Meta event's: what became of each field
 
 
 class _Options(NamedTuple):
@@ -65,9 +81,14 @@ def shape_of(document: object) -> str:
     """Tell which of the three shapes *document* is."""
     if isinstance(document, dict):
         if "data" in document:
-            return TIKTOK_REQUEST
+            data = document["data"]
+            events = data if isinstance(data, list) else []
+            meta = any(isinstance(event, dict) and event.keys() & _META_ONLY for event in events)
+            return META_REQUEST if meta else TIKTOK_REQUEST
         if document.keys() & _ROW_ONLY:
             return OUTBOX_ROW
+        if document.keys() & _META_ONLY:
+            return META_EVENT
         if document.keys() & _EVENT_ONLY:
             return TIKTOK_EVENT
     return OUTBOX_ROW
@@ -88,8 +109,41 @@ def check(document: object, *, now: float, phone_region: str | None, max_age_s: 
             "give the whole /event/track/ body to check it for another source"
         )
         return Report(shape, read_as, _ordered(findings))
+    if shape == META_REQUEST:
+        return _meta_request()
+    if shape == META_EVENT or _converted(document):
+        assert isinstance(document, dict)
+        row = meta_row(document) if shape == META_EVENT else document
+        findings, conversion = lint_meta(
+            row, now=now, phone_region=phone_region, max_age_s=max_age_s
+        )
+        read_as = (
+            "one Meta server event, checked as the outbox row (payload_format meta_capi) that "
+            "carries it: its event_name, event_id and event_time are the row's columns"
+            if shape == META_EVENT
+            else "an outbox row in Meta's shape (payload_format meta_capi), converted as the "
+            "daemon converts it"
+        )
+        return Report(shape, read_as, findings, conversion)
     read_as = "an outbox row, as forwarder enqueue takes it"
     return Report(shape, read_as, options.lint(document))
+
+
+def _converted(document: object) -> bool:
+    """Whether *document* is a row the daemon converts from Meta's shape."""
+    if not isinstance(document, dict):
+        return False
+    given = document.get("payload_format")
+    return isinstance(given, str) and given.strip() == META_CAPI
+
+
+def _meta_request() -> Report:
+    message = (
+        "a Meta request body: a row holds one Meta server event (one element of data) as its "
+        "payload; a row with this payload is dead-lettered. Check one event at a time"
+    )
+    finding = Finding(ERROR, "data", message, f"malformed/{VALUE}")
+    return Report(META_REQUEST, "a Meta Conversions API request body", [finding])
 
 
 def _event(

@@ -20,6 +20,7 @@ from forwarder.worker.shared import Shared
 
 PREFETCH_BATCHES = 1  # batches claimed and built ahead of a free request slot
 BUILD_SLICE = 100  # events built between two turns of the event loop
+WARNED_LISTED = 10  # row ids and distinct warnings an event_warnings line lists at most
 # Requests answered but whose outcome is still waiting to be written, beyond which nothing more
 # is claimed until some are written. Sharing the SQLite file with an application, each write
 # leaves the lock free for a moment after it; answers of small requests then came faster than
@@ -125,6 +126,18 @@ class Intake:
                 note=f"the rows they lease: {LEFT_LEASED}",
             )
 
+    def _log_warnings(self, warned: dict[int, tuple[str, ...]]) -> None:
+        """One line per claim, not per event: a backlog of converted rows would otherwise log a
+        line per event for the same expected note (each sent row keeps its own in last_error)."""
+        distinct = dict.fromkeys(w for warnings in warned.values() for w in warnings)
+        self.shared.log.warning(
+            "event_warnings",
+            events=len(warned),
+            row_ids=list(warned)[:WARNED_LISTED],
+            warnings=list(distinct)[:WARNED_LISTED],
+            more_warnings=max(0, len(distinct) - WARNED_LISTED),
+        )
+
     async def _build(self, rows: Sequence[OutboxRow], now: float) -> None:
         """Build events, dead-letter the refused ones, and start a delivery per batch."""
         shared, destination = self.shared, self.shared.destination
@@ -132,6 +145,7 @@ class Intake:
             shared.leased[row.id] = row
         items: list[Item] = []
         dead: list[Dead] = []
+        warned: dict[int, tuple[str, ...]] = {}
         for index, row in enumerate(rows):
             if index and not index % BUILD_SLICE:
                 # Building a thousand events takes tens of milliseconds: let the answers and
@@ -151,9 +165,10 @@ class Intake:
                 dead.append(Dead(result.row_id, result.code, result.reason))
                 continue
             items.append(result)
-            warnings = result.built.warnings
-            if warnings:
-                shared.log.warning("event_warnings", row_id=row.id, warnings=list(warnings))
+            if result.built.warnings:
+                warned[row.id] = result.built.warnings
+        if warned:
+            self._log_warnings(warned)
         batches, oversize = destination.batches(items)
         dead.extend(Dead(refused.row_id, refused.code, refused.reason) for refused in oversize)
         if dead:

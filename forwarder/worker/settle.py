@@ -13,7 +13,7 @@ from typing import Any
 
 from forwarder import decide
 from forwarder.destination import Batch
-from forwarder.metrics import event_label, pause_label
+from forwarder.metrics import Metrics, event_label, pause_label
 from forwarder.outcome import Outcome, Verdict
 from forwarder.pacing import STORM_PREFIX
 from forwarder.store.base import Dead, Retry
@@ -121,7 +121,7 @@ class Settler:
             log.warning("lease_lost", action="sent", rows=len(items) - changed)
         for row_id in ids:
             shared.leased.pop(row_id, None)
-        self._count_sent(batch, now)
+        count_sent(shared.metrics, batch, now)
         shared.totals.delivered += len(items)
         shared.codes[outcome.code] += len(items)
         if outcome.code != "0":
@@ -135,22 +135,6 @@ class Settler:
         if resumed or released or not self._published:
             await self.publish(now, outcome, holds_changed=released)
         shared.metrics.concurrency_limit.set(shared.pacer.limit)
-
-    def _count_sent(self, batch: Batch, now: float) -> None:
-        """Metrics of delivered events, counted per label once per request: this runs tens of
-        thousands of times a second, and events share their match-key sets."""
-        metrics, items = self.shared.metrics, batch.items
-        events = Counter([item.built.event["event"] for item in items])
-        key_sets = Counter([item.built.match_keys for item in items])
-        keys: Counter[str] = Counter()
-        for key_set, count in key_sets.items():
-            for key in key_set:
-                keys[key] += count
-        metrics.observe_latencies([now - item.built.created_at for item in items])
-        for name, count in events.items():
-            metrics.delivered.labels(event_label(name)).inc(count)
-        for key, count in keys.items():
-            metrics.match_keys.labels(key).inc(count)
 
     async def _throttled(self, batch: Batch, outcome: Outcome, now: float, log: Any) -> None:
         shared = self.shared
@@ -277,3 +261,24 @@ class Settler:
             "held_pixels": shared.holds.state(),
         }
         await shared.calls.settle(lambda: shared.store.set_state("destination", state, now))
+
+
+def count_sent(metrics: Metrics, batch: Batch, now: float) -> None:
+    """Metrics of delivered events, counted per label once per request: this runs tens of
+    thousands of times a second, and events share their match-key sets."""
+    items = batch.items
+    events = Counter([item.built.event["event"] for item in items])
+    key_sets = Counter([item.built.match_keys for item in items])
+    keys: Counter[str] = Counter()
+    for key_set, count in key_sets.items():
+        for key in key_set:
+            keys[key] += count
+    metrics.observe_latencies([now - item.built.created_at for item in items])
+    for name, count in events.items():
+        metrics.delivered.labels(event_label(name)).inc(count)
+    for key, count in keys.items():
+        metrics.match_keys.labels(key).inc(count)
+    # The destination labels what a converted event was sent without from a closed set.
+    dropped = Counter(label for item in items for label in item.built.dropped)
+    for label, count in dropped.items():
+        metrics.converted_dropped.labels(label).inc(count)

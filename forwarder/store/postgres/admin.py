@@ -46,6 +46,7 @@ class PostgresAdmin(PostgresConnection):
                 event.pixel_code,
                 event.event_source,
                 event.test_event_code,
+                event.payload_format,
             )
             if row_id is not None:
                 return int(row_id), True

@@ -54,7 +54,7 @@ UPDATE tiktok_outbox AS t
   FROM due
  WHERE t.id = due.id
 RETURNING t.id, t.event_id, t.event, t.event_time, t.payload, t.pixel_code, t.event_source,
-          t.test_event_code, t.attempts, t.created_at
+          t.test_event_code, t.attempts, t.created_at, t.payload_format
 
 -- name: mark_sent
 -- Mark the rows $1 sent (TikTok accepted them) and count their attempt; $6, parallel to $1,
@@ -74,10 +74,13 @@ UPDATE tiktok_outbox AS t
 
 -- name: mark_sent_scrubbed
 -- The same as mark_sent, replacing each payload; ids $1, payloads $2 and notes $7 are parallel.
+-- The payload is then the event as sent, in TikTok's shape: a converted row's format says so.
 UPDATE tiktok_outbox AS t
    SET status = 'sent', attempts = t.attempts + (t.status = 'inflight')::int, sent_at = $6,
        updated_at = $6, last_code = $4, last_error = s.note, request_id = $5,
-       lease_owner = NULL, lease_until = NULL, payload = s.payload
+       lease_owner = NULL, lease_until = NULL, payload = s.payload,
+       payload_format = CASE t.payload_format WHEN 'meta_capi' THEN 'tiktok'
+                                              ELSE t.payload_format END
   FROM unnest($1::bigint[], $2::text[], $7::text[]) AS s(id, payload, note)
  WHERE t.id = s.id
    AND (t.status = 'inflight' AND t.lease_owner = $3
@@ -234,8 +237,10 @@ SELECT min(next_attempt_at) FROM tiktok_outbox WHERE status = 'pending'
 -- name: insert
 -- Insert one event as an application would, unless its (pixel_code, event, event_id) exists.
 INSERT INTO tiktok_outbox
-       (event_id, event, event_time, payload, pixel_code, event_source, test_event_code)
-VALUES ($1, $2, coalesce($3::bigint, floor(extract(epoch FROM now()))::bigint), $4, $5, $6, $7)
+       (event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+        payload_format)
+VALUES ($1, $2, coalesce($3::bigint, floor(extract(epoch FROM now()))::bigint), $4, $5, $6, $7,
+        $8)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -275,7 +280,7 @@ SELECT last_code, count(*) FROM (
 -- call's own plan drops the NULL filters, so the ids are still looked up by primary key.
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        status, attempts, next_attempt_at, last_code, last_error, request_id, created_at,
-       updated_at, sent_at
+       updated_at, sent_at, payload_format
   FROM tiktok_outbox
  WHERE status = 'dead'
    AND ($1::text[] IS NULL OR last_code = ANY($1::text[]))
@@ -343,7 +348,7 @@ SELECT count(*), max(id) FROM changed
 -- Every row with this event_id (any pixel or event name), as an operator sees it.
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        status, attempts, next_attempt_at, last_code, last_error, request_id, created_at,
-       updated_at, sent_at
+       updated_at, sent_at, payload_format
   FROM tiktok_outbox
  WHERE event_id = $1
  ORDER BY id

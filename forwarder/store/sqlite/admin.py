@@ -51,6 +51,7 @@ class SQLiteAdmin(SQLiteConnection):
             "pixel_code": event.pixel_code,
             "event_source": event.event_source,
             "test_event_code": event.test_event_code,
+            "payload_format": event.payload_format,
         }
 
         def insert(conn: sqlite3.Connection) -> tuple[int, bool]:

@@ -65,14 +65,14 @@ UPDATE tiktok_outbox
                ORDER BY next_attempt_at
                LIMIT :limit)
 RETURNING id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-          attempts, created_at
+          attempts, created_at, payload_format
 
 -- name: claimed
 -- The rows one claim leased, read again (leniently, when one is not valid UTF-8).
 -- Only that claim gives rows of this owner this updated_at and this lease_until (a heartbeat
 -- moves lease_until, not updated_at).
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-       attempts, created_at
+       attempts, created_at, payload_format
   FROM tiktok_outbox
  WHERE status = 'inflight' AND lease_until = :lease_until
    AND lease_owner = :owner AND updated_at = :now
@@ -91,7 +91,8 @@ SELECT json_group_array(json_array(
                             ELSE event_time END,
     payload, pixel_code, event_source, test_event_code, attempts,
     CASE typeof(created_at) WHEN 'real' THEN json(printf('%!.17g', created_at))
-                            ELSE created_at END))
+                            ELSE created_at END,
+    payload_format))
   FROM (SELECT * FROM tiktok_outbox
          WHERE status = 'pending' AND next_attempt_at <= :now
          ORDER BY next_attempt_at
@@ -126,7 +127,7 @@ UPDATE tiktok_outbox
 -- name: leased
 -- The rows lease leased, read back as they are.
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
-       attempts, created_at
+       attempts, created_at, payload_format
   FROM tiktok_outbox
  WHERE id IN (SELECT value FROM json_each(:ids))
    AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
@@ -140,7 +141,8 @@ SELECT json_group_array(json_array(
                             ELSE event_time END,
     payload, pixel_code, event_source, test_event_code, attempts,
     CASE typeof(created_at) WHEN 'real' THEN json(printf('%!.17g', created_at))
-                            ELSE created_at END))
+                            ELSE created_at END,
+    payload_format))
   FROM (SELECT * FROM tiktok_outbox
          WHERE id IN (SELECT value FROM json_each(:ids))
            AND status = 'inflight' AND lease_owner = :owner AND lease_until = :lease_until
@@ -180,11 +182,13 @@ UPDATE tiktok_outbox
 -- name: mark_sent_scrubbed
 -- The same as mark_sent, replacing each payload: :rows is {"id": payload, ...} (an object,
 -- not an array of pairs: json_each then gives each payload as text, parsed once).
+-- The payload is then the event as sent, in TikTok's shape: a converted row's format says so.
 UPDATE tiktok_outbox
    SET status = 'sent', attempts = attempts + (status = 'inflight'), sent_at = :now,
        updated_at = :now, last_code = :code, request_id = :request_id,
        last_error = json_extract(:notes, '$."' || tiktok_outbox.id || '"'),
-       lease_owner = NULL, lease_until = NULL, payload = scrubbed.value
+       lease_owner = NULL, lease_until = NULL, payload = scrubbed.value,
+       payload_format = CASE payload_format WHEN 'meta_capi' THEN 'tiktok' ELSE payload_format END
   FROM json_each(:rows) AS scrubbed
  WHERE tiktok_outbox.id = CAST(scrubbed.key AS INTEGER)
    AND (status = 'inflight' AND lease_owner = :owner
@@ -334,9 +338,10 @@ SELECT min(next_attempt_at) FROM tiktok_outbox WHERE status = 'pending'
 -- name: insert
 -- Insert one event as an application would, unless its (pixel_code, event, event_id) exists.
 INSERT INTO tiktok_outbox
-       (event_id, event, event_time, payload, pixel_code, event_source, test_event_code)
+       (event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
+        payload_format)
 VALUES (:event_id, :event, coalesce(:event_time, CAST(strftime('%s', 'now') AS INTEGER)),
-        :payload, :pixel_code, :event_source, :test_event_code)
+        :payload, :pixel_code, :event_source, :test_event_code, :payload_format)
 ON CONFLICT DO NOTHING
 RETURNING id
 
@@ -374,7 +379,7 @@ SELECT last_code, count(*) FROM (
 -- :codes and :events are JSON arrays; :limit NULL means all (a negative LIMIT has none).
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        status, attempts, next_attempt_at, last_code, last_error, request_id, created_at,
-       updated_at, sent_at
+       updated_at, sent_at, payload_format
   FROM tiktok_outbox
  WHERE status = 'dead'
    AND (:codes IS NULL OR last_code IN (SELECT value FROM json_each(:codes)))
@@ -389,7 +394,7 @@ SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_
 -- by rowid instead of scanning the table.
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        status, attempts, next_attempt_at, last_code, last_error, request_id, created_at,
-       updated_at, sent_at
+       updated_at, sent_at, payload_format
   FROM tiktok_outbox
  WHERE status = 'dead' AND id IN (SELECT value FROM json_each(:ids))
    AND (:codes IS NULL OR last_code IN (SELECT value FROM json_each(:codes)))
@@ -443,7 +448,7 @@ DELETE FROM tiktok_outbox
 -- Every row with this event_id (any pixel or event name), as an operator sees it.
 SELECT id, event_id, event, event_time, payload, pixel_code, event_source, test_event_code,
        status, attempts, next_attempt_at, last_code, last_error, request_id, created_at,
-       updated_at, sent_at
+       updated_at, sent_at, payload_format
   FROM tiktok_outbox
  WHERE event_id = :event_id
  ORDER BY id
