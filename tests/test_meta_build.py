@@ -17,10 +17,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from forwarder.destination import Built, Refused
 from forwarder.events import OutboxRow
 from forwarder.fake_tiktok.validate import validate
 from forwarder.tiktok import shapes
-from forwarder.destination import Built, Refused
 from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.build_meta import DROPPED_FIELDS
 from forwarder.tiktok.findings import ERROR
