@@ -11,19 +11,16 @@ import collections
 import os
 import random
 import signal
-import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import orjson
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok
-
-from .conftest import insert
-from .helpers import purchase, query, statuses, wait_until
-from .test_e2e import FORWARDER, TOKEN, daemon_env, migrated
+from tests.support.daemon import daemon_env, log_lines, migrated, spawn
+from tests.support.rows import insert, purchase, query, statuses
+from tests.support.waiting import wait_until
 
 SOAK = bool(os.environ.get("FORWARDER_SOAK"))
 EVENTS = 200_000 if SOAK else 20_000
@@ -32,29 +29,9 @@ SEED = 20_261_122
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port, answering after 50 ms like a real API would."""
-    async with FakeTikTok(token=TOKEN, latency_s=0.05) as server:
-        yield server
-
-
-def spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `forwarder run` with its output in a file (a pipe nobody reads could block it)."""
-    with log.open("wb") as out:
-        return subprocess.Popen([*FORWARDER, "run"], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def log_lines(log: Path) -> list[dict[str, object]]:
-    """The JSON log lines of one daemon; the last one may be cut short by SIGKILL."""
-    lines = []
-    for raw in log.read_bytes().splitlines():
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(line, dict):
-            lines.append(line)
-    return lines
+def fake_options() -> dict[str, object]:
+    """The fake TikTok answers after 50 ms, like a real API would."""
+    return {"latency_s": 0.05}
 
 
 def inflight_of(db_path: Path, pid: int) -> int:

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,91 +12,19 @@ import orjson
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok, Scripted
-
-from .helpers import purchase, query, statuses, wait_until
-
-TOKEN = "e2e-token"
-PIXEL = "D34FV3JC77U1PDQ72P1G"
-FORWARDER = [sys.executable, "-m", "forwarder"]
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
-
-
-def daemon_env(db_path: Path, fake: FakeTikTok, **extra: str) -> dict[str, str]:
-    """The environment of a daemon delivering *db_path* to *fake*, with quick retries."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "FORWARDER_"))}
-    env.update(
-        TIKTOK_ACCESS_TOKEN=TOKEN,
-        TIKTOK_PIXEL_CODE=PIXEL,
-        TIKTOK_API_URL=fake.url,
-        FORWARDER_DATABASE_URL=f"sqlite:///{db_path}",
-        FORWARDER_HTTP_ADDR="127.0.0.1:0",
-        FORWARDER_LOG_FORMAT="json",
-        FORWARDER_BACKOFF_INITIAL="50ms",
-        FORWARDER_BACKOFF_MAX="200ms",
-        FORWARDER_THROTTLE_MAX_PAUSE="300ms",
-        FORWARDER_PAUSE_PROBE_MAX="300ms",
-        FORWARDER_POLL_INTERVAL="20ms",
-        FORWARDER_REQUEST_TIMEOUT="1s",
-        FORWARDER_LEASE="3s",
-        FORWARDER_PHONE_REGION="US",
-    )
-    env.update(extra)
-    return env
-
-
-def sqlite3_cli(db_path: Path, sql: str) -> None:
-    """Run SQL through the sqlite3 command-line tool, as an operator or a shell script would,
-    with the busy timeout the README asks every writer for (without one, the tool failed with
-    "database is locked" whenever it met one of the daemon's claims)."""
-    script = ".timeout 5000\n" + sql
-    subprocess.run(["sqlite3", str(db_path)], input=script.encode(), check=True, timeout=60)
-
-
-def insert_rows(db_path: Path, rows: list[dict[str, object]]) -> None:
-    """Insert rows with the sqlite3 CLI in one transaction."""
-
-    def literal(value: object) -> str:
-        if value is None:
-            return "NULL"
-        if isinstance(value, int):
-            return str(value)
-        return "'" + str(value).replace("'", "''") + "'"
-
-    lines = ["BEGIN;"]
-    for row in rows:
-        names = ", ".join(row)
-        values = ", ".join(literal(v) for v in row.values())
-        lines.append(
-            f"INSERT INTO tiktok_outbox ({names}) VALUES ({values}) ON CONFLICT DO NOTHING;"
-        )
-    lines.append("COMMIT;")
-    sqlite3_cli(db_path, "\n".join(lines))
-
-
-async def forwarder(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    """Start `forwarder ARGS` as a process."""
-    return await asyncio.create_subprocess_exec(
-        *FORWARDER, *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-
-
-async def finish(process: asyncio.subprocess.Process, timeout: float = 30) -> tuple[int, str, str]:
-    """Wait for a process; return its exit code, stdout and stderr."""
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-async def migrated(db_path: Path, env: dict[str, str]) -> None:
-    """Run `forwarder migrate` and check it succeeded."""
-    code, _, err = await finish(await forwarder(env, "migrate"))
-    assert code == 0, err
+from tests.support.daemon import (
+    FORWARDER,
+    daemon_env,
+    finish,
+    forwarder,
+    free_port,
+    insert_rows,
+    migrated,
+    readyz,
+)
+from tests.support.harness import TOKEN
+from tests.support.rows import purchase, query, statuses
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -388,25 +311,6 @@ async def test_application_inserts_while_the_daemon_drains(
         code, _, _ = await finish(daemon)
     assert failures == []
     assert code == 0
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def readyz(port: int) -> tuple[int, dict[str, object]]:
-    """GET the daemon's /readyz: its status and JSON body, or (0, {}) while nothing listens."""
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/readyz") as response,
-        ):
-            return response.status, orjson.loads(await response.read())
-    except aiohttp.ClientConnectionError:
-        return 0, {}
 
 
 async def paused_gauge(port: int) -> list[str]:

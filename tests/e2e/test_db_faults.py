@@ -12,62 +12,29 @@ import contextlib
 import errno
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from forwarder.errors import StoreError
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.store.sqlite import SQLiteStore
-
-from .conftest import insert
-from .helpers import purchase, statuses, wait_until
-from .test_crash_loop import log_lines
-from .test_e2e import FORWARDER, TOKEN, daemon_env, migrated
+from tests.support.daemon import daemon_env, events, log_lines, migrated, spawn, stop
+from tests.support.rows import insert, purchase, statuses
+from tests.support.waiting import wait_until
 
 LOCK_HELD_S = 8.0  # longer than the daemon's 5 s busy timeout
 SETPRIV = shutil.which("setpriv")
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port, a little slow so requests overlap faults."""
-    async with FakeTikTok(token=TOKEN, latency_s=0.05) as server:
-        yield server
-
-
-def spawn(
-    env: dict[str, str], log: Path, *args: str, prefix: tuple[str, ...] = ()
-) -> subprocess.Popen[bytes]:
-    """Start `forwarder ARGS` (run by default) with its output in *log*."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [*prefix, *FORWARDER, *(args or ("run",))], env=env, stdout=out, stderr=out
-        )
-
-
-async def stop(daemon: subprocess.Popen[bytes]) -> int:
-    """SIGTERM the daemon and return its exit code."""
-    if daemon.poll() is None:
-        daemon.send_signal(signal.SIGTERM)
-    try:
-        return await asyncio.to_thread(daemon.wait, 30)
-    except subprocess.TimeoutExpired:
-        daemon.kill()
-        raise
-
-
-def events(log: Path, name: str) -> list[dict[str, object]]:
-    """The daemon's log lines with this event name."""
-    return [line for line in log_lines(log) if line.get("event") == name]
+def fake_options() -> dict[str, object]:
+    """The fake TikTok a little slow, so requests overlap faults."""
+    return {"latency_s": 0.05}
 
 
 def errors(log: Path) -> list[dict[str, object]]:
@@ -329,24 +296,6 @@ async def test_full_disk_before_start(small_fs: Path, fake: FakeTikTok, tmp_path
         keep.close()
         code = await stop(daemon)
     assert code == 0
-
-
-async def test_claim_failure_names_its_cause(db_path: Path) -> None:
-    """A claim failing on a locked database says so, as every other store failure does."""
-    store = await SQLiteStore.open(db_path, busy_timeout_ms=50)
-    await store.migrate()
-    insert(db_path, [purchase(0)])  # a claim with nothing due reads only: it needs no lock
-    holder = sqlite3.connect(db_path, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
-    try:
-        now = time.time()
-        with pytest.raises(StoreError) as failure:
-            await store.claim(10, "daemon", now, now + 60)
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-        await store.close()
-    assert "database is locked" in str(failure.value)
 
 
 # --- The database file removed while the daemon runs ------------------------------------------

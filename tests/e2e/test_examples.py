@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,11 @@ import asyncpg
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok
+from tests.support.daemon import daemon_env, finish, forwarder, migrated
+from tests.support.repo import ROOT
+from tests.support.rows import query
 
-from .helpers import query
-from .test_e2e import TOKEN, daemon_env, finish, forwarder, migrated
-
-# The PostgreSQL fixtures (pg_server, pg_url); not imported, so pytest can rewrite its asserts.
-pytest_plugins = ["tests.pg"]
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = ROOT / "examples"
 EVENT_ID = "order-10492"
 EMAIL_SHA256 = hashlib.sha256(b"alice@example.com").hexdigest()
 PHONE_SHA256 = hashlib.sha256(b"+12133734253").hexdigest()
@@ -85,13 +81,6 @@ def run(command: list[str], env: dict[str, str], cwd: Path) -> None:
         timeout=RUN_TIMEOUT_S,
     )
     assert result.returncode == 0, f"{command} exited {result.returncode}:\n{result.stderr}"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
 
 
 @pytest.fixture(scope="session")

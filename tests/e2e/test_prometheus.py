@@ -12,9 +12,8 @@ import contextlib
 import re
 import shutil
 import signal
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,10 +21,9 @@ import aiohttp
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok
-
-from .helpers import purchase, statuses
-from .test_dashboard import ALERTS, panel_query, read_rules, render, targets
-from .test_e2e import FORWARDER, TOKEN, daemon_env, insert_rows, migrated
+from tests.support.daemon import FORWARDER, daemon_env, free_port, insert_rows, migrated
+from tests.support.dashboard import ALERTS, panel_query, read_rules, render, targets
+from tests.support.rows import purchase, statuses
 
 T = TypeVar("T")
 
@@ -43,14 +41,6 @@ def prometheus_binary() -> str:
             pytrace=False,
         )
     return path
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on at 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def write_prometheus_config(directory: Path, target: str) -> Path:
@@ -143,13 +133,6 @@ def firing(alerts: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
 def dashboard(title: str) -> str:
     """A dashboard panel's first query, as Grafana would send it for this job."""
     return panel_query(title, job=JOB, __rate_interval=RATE_WINDOW)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
 
 
 @pytest.mark.timeout(90)

@@ -4,29 +4,16 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 
-import aiohttp
-import pytest
-
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.tiktok.client import TikTokClient
-
-from .conftest import insert
-from .helpers import purchase, statuses, wait_until
-from .test_db_faults import events, spawn, stop
-from .test_e2e import TOKEN, daemon_env, migrated
+from tests.support.daemon import daemon_env, events, migrated, spawn, stop
+from tests.support.harness import TOKEN
+from tests.support.rows import insert, purchase, statuses
+from tests.support.waiting import wait_until
 
 NEW_TOKEN = "rotated-token-2"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
 
 
 def write_token(path: Path, token: str) -> None:
@@ -35,17 +22,6 @@ def write_token(path: Path, token: str) -> None:
     part.write_text(token + "\n", encoding="utf-8")
     part.chmod(0o600)  # forwarder refuses a token file other users can read
     os.replace(part, path)
-
-
-async def test_set_token_changes_the_header_of_the_next_request(fake: FakeTikTok) -> None:
-    """set_token says whether the token changed; the next request carries the new one."""
-    async with aiohttp.ClientSession() as session:
-        client = TikTokClient(session, fake.url, "old", 2.0)
-        body = b'{"event_source":"web","event_source_id":"P","data":[{"event":"x","event_time":1}]}'
-        assert (await client.send(body)).body.startswith(b'{"code":40105')
-        assert client.set_token(TOKEN) is True
-        assert client.set_token(TOKEN) is False
-        assert (await client.send(body)).body.startswith(b'{"code":0')
 
 
 async def test_sighup_rotates_the_token_live(

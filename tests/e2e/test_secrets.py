@@ -11,7 +11,6 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -20,12 +19,10 @@ import pytest
 from aiohttp import web
 
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.settings import Settings, load_settings
 from forwarder.tiktok.spec import TRACK_PATH
-
-from .conftest import insert
-from .helpers import purchase, query, statuses, wait_until
-from .test_e2e import FORWARDER, daemon_env, finish, forwarder, migrated
+from tests.support.daemon import FORWARDER, daemon_env, finish, forwarder, free_port, migrated
+from tests.support.rows import insert, purchase, query, statuses
+from tests.support.waiting import wait_until
 
 SECRET_TOKEN = "tt-SECRET-7b1c9e2f4d6a8b0c1e3f"
 EMAIL = "Alice.Secret+Tag@Example.com"
@@ -54,17 +51,9 @@ def assert_clean(where: str, text: str) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok expecting the secret token."""
-    async with FakeTikTok(token=SECRET_TOKEN) as server:
-        yield server
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def fake_options() -> dict[str, object]:
+    """The fake TikTok expects the secret token."""
+    return {"token": SECRET_TOKEN}
 
 
 def raw_user(**extra: object) -> dict[str, object]:
@@ -252,14 +241,6 @@ class _NoFake:
 # --- Where the daemon listens ------------------------------------------------------------------
 
 
-def test_http_endpoint_defaults_to_loopback() -> None:
-    """/metrics, /healthz and /readyz listen on loopback unless told otherwise."""
-    default = Settings.model_fields["http_addr"].default
-    host = default.rpartition(":")[0]
-    assert host in ("127.0.0.1", "[::1]", "localhost"), default
-    assert load_settings(None).http_addr == default
-
-
 def _proc_net() -> bool:
     return os.path.exists("/proc/net/tcp")
 
@@ -321,16 +302,6 @@ def test_plain_http_off_loopback_is_refused(db_path: Path, url: str) -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("forwarder: TIKTOK_API_URL"), lines
-
-
-def test_no_setting_turns_tls_verification_off() -> None:
-    """No setting names certificate verification, and the client never disables it."""
-    names = {*Settings.model_fields, *(f.validation_alias for f in Settings.model_fields.values())}
-    words = ("verify", "insecure", "ssl", "tls", "cert", "ca_")
-    assert not [n for n in names if isinstance(n, str) and any(w in n.lower() for w in words)]
-    source = "\n".join(p.read_text() for p in Path(__file__).parents[1].glob("forwarder/**/*.py"))
-    for disabling in ("ssl=False", "verify_ssl", "CERT_NONE", "check_hostname = False"):
-        assert disabling not in source, disabling
 
 
 @pytest.fixture

@@ -16,11 +16,12 @@ from aiohttp import web
 from yarl import URL
 
 from forwarder.fake_tiktok import FakeTikTok
+from tests.support.daemon import daemon_env, finish, forwarder, migrated
+from tests.support.harness import PIXEL
+from tests.support.repo import ROOT
+from tests.support.rows import query
 
-from .helpers import query
-from .test_e2e import PIXEL, TOKEN, daemon_env, finish, forwarder, migrated
-
-SHOP = Path(__file__).resolve().parent.parent / "examples" / "shop" / "shop.py"
+SHOP = ROOT / "examples" / "shop" / "shop.py"
 TTCLID = "E.C.P.shop-click-42"
 TTP = "2XwShopBrowser42"
 TRACK = re.compile(r"ttq\.track\('Purchase', (\{.*?\}), (\{\"event_id\": .*?\})\);")
@@ -35,13 +36,6 @@ def load_shop() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
 
 
 @pytest.fixture

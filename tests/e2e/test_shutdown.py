@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +22,13 @@ import pytest
 from forwarder.app import SHUTDOWN_CLOSE_S
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.worker import SHUTDOWN_FINISH_S
-
-from . import test_postgres_e2e as pg_e2e
-from .conftest import insert
-from .helpers import purchase, statuses, wait_until
-from .test_db_faults import events, spawn
-from .test_e2e import TOKEN, daemon_env, migrated
+from tests.support import pg_daemons
+from tests.support.daemon import daemon_env, events, migrated, spawn
+from tests.support.rows import insert, purchase, statuses
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
-    from .pg import PgServer
-
-pytest_plugins = ["tests.pg"]
+    from tests.support.pg import PgServer
 
 EVENTS = 2000
 GRACE_S = 2.0
@@ -43,10 +38,9 @@ BOUND_S = GRACE_S + SHUTDOWN_FINISH_S + SHUTDOWN_CLOSE_S + 2.0
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The fake TikTok, slow enough that requests are in flight when the lock comes."""
-    async with FakeTikTok(token=TOKEN, latency_s=0.5) as server:
-        yield server
+def fake_options() -> dict[str, object]:
+    """The fake TikTok slow enough that requests are in flight when the lock comes."""
+    return {"latency_s": 0.5}
 
 
 async def terminate(daemon: Any) -> tuple[int, float]:
@@ -130,52 +124,51 @@ async def test_sqlite_write_lock_does_not_hold_up_sigterm(
 
 
 async def test_postgres_table_lock_does_not_hold_up_sigterm(
-    pg_url: str, pg_server: PgServer, tmp_path: Path
+    pg_url: str, pg_server: PgServer, fake: FakeTikTok, tmp_path: Path
 ) -> None:
     """An operator locks the outbox table: SIGTERM still ends the daemon within its deadline."""
-    async with FakeTikTok(token=pg_e2e.TOKEN, latency_s=0.5) as fake:
-        env = pg_e2e.daemon_env(
-            pg_url,
-            fake,
-            FORWARDER_SHUTDOWN_GRACE=f"{GRACE_S}s",
-            FORWARDER_BATCH_MAX_EVENTS="100",
-            FORWARDER_LEASE="3s",
-            FORWARDER_REQUEST_TIMEOUT="1s",
-        )
-        async with pg_e2e.daemons(env, tmp_path, n=1) as [daemon]:
-            await pg_server.psql(pg_url, pg_e2e.insert_script(0, EVENTS))
+    env = pg_daemons.daemon_env(
+        pg_url,
+        fake,
+        FORWARDER_SHUTDOWN_GRACE=f"{GRACE_S}s",
+        FORWARDER_BATCH_MAX_EVENTS="100",
+        FORWARDER_LEASE="3s",
+        FORWARDER_REQUEST_TIMEOUT="1s",
+    )
+    async with pg_daemons.daemons(env, tmp_path, n=1) as [daemon]:
+        await pg_server.psql(pg_url, pg_daemons.insert_script(0, EVENTS))
 
-            async def some_sent() -> bool:
-                counts = await pg_e2e.statuses(pg_url)
-                return counts is not None and counts.get("sent", 0) > 0
+        async def some_sent() -> bool:
+            counts = await pg_daemons.statuses(pg_url)
+            return counts is not None and counts.get("sent", 0) > 0
 
-            await wait_until(some_sent, 30, "delivery under way")
-            operator = await asyncpg.connect(pg_url)
-            try:
-                lock = operator.transaction()
-                await lock.start()
-                await operator.execute("LOCK TABLE tiktok_outbox IN ACCESS EXCLUSIVE MODE")
+        await wait_until(some_sent, 30, "delivery under way")
+        operator = await asyncpg.connect(pg_url)
+        try:
+            lock = operator.transaction()
+            await lock.start()
+            await operator.execute("LOCK TABLE tiktok_outbox IN ACCESS EXCLUSIVE MODE")
 
-                async def daemon_waits() -> bool:
-                    waiting = await operator.fetchval(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE application_name = 'forwarder' AND wait_event_type = 'Lock'"
-                    )
-                    return bool(waiting)
+            async def daemon_waits() -> bool:
+                waiting = await operator.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE application_name = 'forwarder' AND wait_event_type = 'Lock'"
+                )
+                return bool(waiting)
 
-                await wait_until(daemon_waits, 30, "the daemon waiting for the lock")
-                code, took = await terminate(daemon.process)
-                await lock.rollback()
-            finally:
-                await operator.close()
-            assert code == 0, daemon.log()[-3000:]
-            assert took < BOUND_S, f"exit took {took:.1f} s"
-            left = daemon.events("shutdown_leases_left")
+            await wait_until(daemon_waits, 30, "the daemon waiting for the lock")
+            code, took = await terminate(daemon.process)
+            await lock.rollback()
+        finally:
+            await operator.close()
+        assert code == 0, daemon.log()[-3000:]
+        assert took < BOUND_S, f"exit took {took:.1f} s"
+        left = daemon.events("shutdown_leases_left")
 
-        (tmp_path / "second").mkdir()
-        async with pg_e2e.daemons(env, tmp_path / "second", n=1) as [second]:
-            await wait_until(lambda: pg_e2e.all_sent(pg_url, EVENTS), 60, "every event sent")
-            assert await pg_e2e.stop(second) == 0
-        stats = fake.stats()
+    (tmp_path / "second").mkdir()
+    async with pg_daemons.daemons(env, tmp_path / "second", n=1) as [second]:
+        await wait_until(lambda: pg_daemons.all_sent(pg_url, EVENTS), 60, "every event sent")
+        assert await pg_daemons.stop(second) == 0
+    stats = fake.stats()
     assert stats["unique_accepted"] == EVENTS
     assert stats["duplicates"] <= left_to_lease(left)

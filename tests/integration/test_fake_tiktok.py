@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,74 +12,10 @@ import orjson
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok, Scripted
-from forwarder.fake_tiktok.__main__ import main
 from forwarder.tiktok.spec import TRACK_PATH
-
-TOKEN = "test-token"
-HASHED = hashlib.sha256(b"alice@example.com").hexdigest()
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def event(event_id: str = "e-1", **extra: Any) -> dict[str, Any]:
-    """A valid web event (tiktok-events-api.md §2.5)."""
-    return {
-        "event": "Purchase",
-        "event_time": 1_760_000_000,
-        "event_id": event_id,
-        "user": {"email": [HASHED], "ip": "203.0.113.7", "user_agent": "UA"},
-        "page": {"url": "https://shop.example/thanks"},
-        "properties": {"currency": "USD", "value": 46.0, "contents": [{"content_id": "sku-1"}]},
-        **extra,
-    }
-
-
-def body(*events: dict[str, Any], **top: Any) -> dict[str, Any]:
-    """A request body around *events*."""
-    return {"event_source": "web", "event_source_id": "PIXEL1", "data": list(events), **top}
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-async def post(
-    session: aiohttp.ClientSession,
-    url: str,
-    payload: Any,
-    *,
-    token: str | None = TOKEN,
-    raw: bytes | None = None,
-    timeout_s: float = 10.0,
-) -> tuple[int, dict[str, Any]]:
-    """POST to the track endpoint; return (HTTP status, decoded JSON body)."""
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Access-Token"] = token
-    data = raw if raw is not None else orjson.dumps(payload)
-    async with session.post(
-        url + TRACK_PATH,
-        data=data,
-        headers=headers,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-    ) as response:
-        return response.status, orjson.loads(await response.read())
-
-
-async def wait_until(predicate: Any, timeout_s: float = 5.0) -> None:
-    """Poll *predicate* until true, failing after *timeout_s* seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
-
+from tests.support.harness import TOKEN
+from tests.support.track import HASHED, body, event, post
+from tests.support.waiting import wait_until
 
 # -- validation --------------------------------------------------------------------------------
 
@@ -399,7 +330,7 @@ async def test_scripted_delay_beats_client_timeout_but_is_accepted(
     fake.script(Scripted(delay_s=0.5))
     with pytest.raises(TimeoutError):
         await post(session, fake.url, body(event("late")), timeout_s=0.1)
-    await wait_until(lambda: fake.accepted_ids() == [("PIXEL1", "Purchase", "late")])
+    await wait_until(lambda: fake.accepted_ids() == [("PIXEL1", "Purchase", "late")], 5)
     assert fake.answers == {0: 1}
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
 
@@ -626,7 +557,7 @@ async def test_stop_ends_pending_delays(session: aiohttp.ClientSession) -> None:
     server.script(Scripted(delay_s=60))
     request = asyncio.create_task(post(session, server.url, body(event())))
     try:
-        await wait_until(lambda: server.requests == 1)
+        await wait_until(lambda: server.requests == 1, 5)
     finally:
         started = time.monotonic()
         await server.stop()
@@ -634,54 +565,3 @@ async def test_stop_ends_pending_delays(session: aiohttp.ClientSession) -> None:
     with pytest.raises(aiohttp.ClientError):
         await asyncio.wait_for(request, timeout=5)
     assert server.accepted == []
-
-
-def test_non_loopback_host_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    """Both the class and the CLI refuse to listen on a non-loopback address."""
-    with pytest.raises(ValueError, match="loopback"):
-        FakeTikTok(host="0.0.0.0")
-    with pytest.raises(SystemExit) as exited:
-        main(["--host", "0.0.0.0"])
-    assert exited.value.code == 2
-    captured = capsys.readouterr()
-    assert "loopback" in captured.err
-    assert captured.out == ""
-
-
-async def test_cli_subprocess(session: aiohttp.ClientSession) -> None:
-    """The CLI prints one listening line, serves requests, and exits 0 on SIGTERM."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "forwarder.fake_tiktok",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-        "--token",
-        "T",
-        "--latency-ms",
-        "0",
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        line = (await asyncio.wait_for(proc.stdout.readline(), timeout=20)).decode()
-        prefix = "fake-tiktok listening on "
-        assert line.startswith(prefix), line
-        url = line[len(prefix) :].strip()
-        assert url.startswith("http://127.0.0.1:")
-        _, answer = await post(session, url, body(event()), token="T")
-        assert answer["code"] == 0
-        async with session.get(url + "/_fake/stats") as response:
-            assert orjson.loads(await response.read())["accepted"] == 1
-        proc.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=20)
-        assert proc.returncode == 0, err.decode()
-        assert out == b""
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.communicate()

@@ -10,45 +10,20 @@ from __future__ import annotations
 
 import email.utils
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from forwarder.fake_tiktok import FakeTikTok, Scripted
+from forwarder.fake_tiktok import Scripted
 from forwarder.outcome import Verdict
-from forwarder.store.sqlite import SQLiteStore
 from forwarder.tiktok.classify import CODE_RANGES, CODE_VERDICTS, code_verdict
-
-from .conftest import insert
-from .helpers import purchase, query, statuses
-from .test_worker import TOKEN, Harness
+from tests.support.harness import TOKEN, Harness
+from tests.support.rows import insert, purchase, query, statuses
 
 ROWS = 3
 STORM = 5000 if os.environ.get("FORWARDER_SOAK") else 200  # events in the mixed-failure storm
 LATER_S = 700.0  # past every backoff, throttle pause and probe interval the Harness configures
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The project's fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One HTTP session, as the daemon keeps."""
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-@pytest.fixture
-def harness(store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> Harness:
-    """A worker factory on a fresh outbox and a fresh fake."""
-    return Harness(store, fake, session)
 
 
 def rows(db_path: Path) -> list[tuple[Any, ...]]:

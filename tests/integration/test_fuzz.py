@@ -25,9 +25,8 @@ from forwarder.fake_tiktok import FakeTikTok
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
 from forwarder.tiktok.build_row import CONSENT_KEYS, PAYLOAD_KEYS
 from forwarder.tiktok.spec import USER_KEYS
-
-from .helpers import purchase, query
-from .test_worker import TOKEN, Harness
+from tests.support.harness import TOKEN, Harness
+from tests.support.rows import purchase, query
 
 SOAK = bool(os.environ.get("FORWARDER_SOAK"))
 COLUMNS = ("event_id", "event", "event_time", "pixel_code", "event_source", "test_event_code")

@@ -19,12 +19,11 @@ from aiohttp import web
 
 from forwarder import logs
 from forwarder.backoff import BackoffPolicy
-from forwarder.errors import ConfigError, StoreError
+from forwarder.errors import StoreError
 from forwarder.fake_tiktok import FakeTikTok
 from forwarder.metrics import Metrics
 from forwarder.outcome import Verdict
 from forwarder.pacing import Pacer
-from forwarder.settings import load_settings
 from forwarder.store.base import Retry
 from forwarder.store.sqlite import SQLiteStore
 from forwarder.store.sqlite import outbox as sqlite_outbox
@@ -34,26 +33,8 @@ from forwarder.tiktok.client import TikTokClient
 from forwarder.tiktok.destination import TikTok
 from forwarder.tiktok.spec import TRACK_PATH
 from forwarder.worker import Worker, WorkerConfig
-
-from .conftest import insert
-from .helpers import purchase, query, statuses
-
-TOKEN = "test-token"
-PIXEL = "D34FV3JC77U1PDQ72P1G"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The project's fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One HTTP session, as the daemon keeps."""
-    async with aiohttp.ClientSession() as client:
-        yield client
+from tests.support.harness import PIXEL, TOKEN
+from tests.support.rows import insert, purchase, query, statuses
 
 
 def make_worker(
@@ -257,19 +238,6 @@ async def test_a_response_body_in_two_chunks_is_read_whole(session: aiohttp.Clie
         await runner.cleanup()
     outcome = classify(answer, time.time())
     assert outcome.verdict is Verdict.ACCEPTED, (outcome.code, answer.body)
-
-
-# --- Secrets --------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "url", ["http://localhost.attacker.example", "http://127.0.0.1.attacker.example"]
-)
-def test_plain_http_is_refused_off_loopback(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
-    """Plain-http TIKTOK_API_URL is refused off loopback: the token would travel in clear."""
-    monkeypatch.setenv("TIKTOK_API_URL", url)
-    with pytest.raises(ConfigError):
-        load_settings(None)
 
 
 # --- What `forwarder status` reports --------------------------------------------------------------

@@ -24,15 +24,12 @@ from forwarder.store.base import Dead, DeadFilter, NewEvent, OutboxStore, Retry
 from forwarder.store.postgres import PostgresStore, redact_url
 from forwarder.store.sqlite import SQLiteStore, migrate_sync
 from forwarder.store.sqlite.writer import GAP_MIN_S, WRITE_ROWS
-
-from .conftest import insert as sqlite_insert
-from .helpers import purchase, wait_until
+from tests.support.rows import insert as sqlite_insert
+from tests.support.rows import purchase
+from tests.support.waiting import wait_until
 
 if TYPE_CHECKING:
-    from .pg import PgServer
-
-# The PostgreSQL fixtures (pg_server, pg_url); not imported, so pytest can rewrite its asserts.
-pytest_plugins = ["tests.pg"]
+    from tests.support.pg import PgServer
 
 OWNER = "test-owner"
 

@@ -6,20 +6,16 @@ import asyncio
 import io
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import orjson
 import pytest
 
-from forwarder import cli
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.store.sqlite import SQLiteStore, migrate_sync
-
-from .conftest import insert
-from .helpers import purchase, query, statuses
-from .test_worker import PIXEL, TOKEN, Harness
+from forwarder.store.sqlite import migrate_sync
+from tests.support.commands import arun, run
+from tests.support.harness import PIXEL, TOKEN, Harness
+from tests.support.rows import insert, purchase, query, statuses
 
 RAW_EMAIL = "buyer1@example.com"
 
@@ -33,18 +29,6 @@ def env(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> Path:
     monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", TOKEN)
     monkeypatch.setenv("FORWARDER_LOG_LEVEL", "error")
     return db_path
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run one `forwarder` command in-process; return its exit code, stdout and stderr."""
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-async def arun(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """run() from an async test: the command starts its own event loop, so in a thread."""
-    return await asyncio.to_thread(run, capsys, *argv)
 
 
 def make_dead(db_path: Path) -> None:
@@ -98,16 +82,14 @@ def test_replay_needs_a_filter_and_dry_run_changes_nothing(
 async def test_replay_then_delivery(
     env: Path,
     capsys: pytest.CaptureFixture[str],
-    store: SQLiteStore,
-    session: aiohttp.ClientSession,
+    harness: Harness,
 ) -> None:
     """Replayed rows are delivered by the next run, and inspect keeps the earlier failure."""
     make_dead(env)
     code, out, _ = await arun(capsys, "dead", "replay", "--code", "40002")
     assert code == 0 and "replayed 2" in out
     assert statuses(env) == {"dead": 1, "pending": 3}
-    async with FakeTikTok(token=TOKEN) as fake:
-        await Harness(store, fake, session).drain()
+    await harness.drain()
     assert statuses(env) == {"dead": 1, "sent": 3}
     code, out, _ = await arun(capsys, "inspect", "order-0", "--json")
     [document] = orjson.loads(out)
@@ -162,17 +144,19 @@ def test_check_reports_settings_and_database(
 
 
 async def test_check_send_test(
-    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    env: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    fake: FakeTikTok,
 ) -> None:
     """check --send-test sends one Test Event with the configured code and shows the answer."""
-    async with FakeTikTok(token=TOKEN) as fake:
-        monkeypatch.setenv("TIKTOK_API_URL", fake.url)
-        monkeypatch.setenv("TIKTOK_TEST_EVENT_CODE", "TEST777")
-        code, out, _ = await arun(capsys, "check", "--send-test")
-        assert code == 0, out
-        assert "accepted: code 0" in out
-        [event] = fake.accepted
-        assert event["test_event_code"] == "TEST777"
+    monkeypatch.setenv("TIKTOK_API_URL", fake.url)
+    monkeypatch.setenv("TIKTOK_TEST_EVENT_CODE", "TEST777")
+    code, out, _ = await arun(capsys, "check", "--send-test")
+    assert code == 0, out
+    assert "accepted: code 0" in out
+    [event] = fake.accepted
+    assert event["test_event_code"] == "TEST777"
 
 
 def test_check_payload_lint(
@@ -238,13 +222,10 @@ def test_check_payload_reads_tiktoks_request_body(
     assert lines[-1] == "2 error(s), 0 warning(s)"
 
 
-async def test_sent_rows_are_scrubbed_of_raw_identifiers(
-    env: Path, store: SQLiteStore, session: aiohttp.ClientSession
-) -> None:
+async def test_sent_rows_are_scrubbed_of_raw_identifiers(env: Path, harness: Harness) -> None:
     """After delivery and a VACUUM, the database file holds no raw e-mail address or phone."""
     insert(env, [purchase(i) for i in range(50)])
-    async with FakeTikTok(token=TOKEN) as fake:
-        await Harness(store, fake, session).drain()
+    await harness.drain()
     assert statuses(env) == {"sent": 50}
     [(stored,)] = query(env, "SELECT payload FROM tiktok_outbox WHERE event_id = 'order-1'")
     assert len(orjson.loads(stored)["user"]["email"][0]) == 64
@@ -258,20 +239,15 @@ async def test_sent_rows_are_scrubbed_of_raw_identifiers(
     assert b"buyer" not in data
 
 
-async def test_raw_identifiers_kept_when_asked(
-    env: Path, store: SQLiteStore, session: aiohttp.ClientSession
-) -> None:
+async def test_raw_identifiers_kept_when_asked(env: Path, harness: Harness) -> None:
     """With scrubbing off, a sent row keeps the payload the application wrote."""
     insert(env, [purchase(1)])
-    async with FakeTikTok(token=TOKEN) as fake:
-        await Harness(store, fake, session).drain(scrub=False)
+    await harness.drain(scrub=False)
     [(stored,)] = query(env, "SELECT payload FROM tiktok_outbox")
     assert RAW_EMAIL in stored.lower()
 
 
-async def test_retention_prunes_old_sent_rows_only(
-    env: Path, store: SQLiteStore, session: aiohttp.ClientSession
-) -> None:
+async def test_retention_prunes_old_sent_rows_only(env: Path, harness: Harness) -> None:
     """Sent rows older than the retention are deleted; newer sent, pending and dead rows stay."""
     insert(env, [purchase(i) for i in range(6)])
     now = time.time()
@@ -287,17 +263,9 @@ async def test_retention_prunes_old_sent_rows_only(
             "UPDATE tiktok_outbox SET status='dead', updated_at=? WHERE id = 5", (now - 30 * 86400,)
         )
     conn.close()
-    async with FakeTikTok(token=TOKEN) as fake:
-        await Harness(store, fake, session).drain(retention_s=7 * 86400)
+    await harness.drain(retention_s=7 * 86400)
     assert query(env, "SELECT id, status FROM tiktok_outbox ORDER BY id") == [
         (4, "sent"),
         (5, "dead"),
         (6, "sent"),
     ]
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One HTTP session."""
-    async with aiohttp.ClientSession() as client:
-        yield client

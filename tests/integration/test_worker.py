@@ -4,116 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from structlog.testing import capture_logs
 
-from forwarder.backoff import BackoffPolicy
 from forwarder.errors import ConfigError, StoreError
-from forwarder.fake_tiktok import FakeTikTok, Scripted
-from forwarder.metrics import Metrics
-from forwarder.pacing import Pacer
+from forwarder.fake_tiktok import Scripted
 from forwarder.settings import Settings
 from forwarder.startup import worker_config
-from forwarder.store.sqlite import SQLiteStore
-from forwarder.tiktok.build import BuildOptions
-from forwarder.tiktok.client import TikTokClient
-from forwarder.tiktok.destination import TikTok
-from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH, Worker, WorkerConfig
-
-from .conftest import insert
-from .helpers import ManualClock, purchase, query, statuses, wait_until
-
-TOKEN = "test-token"
-PIXEL = "D34FV3JC77U1PDQ72P1G"
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeTikTok]:
-    """The project's fake TikTok on a free loopback port."""
-    async with FakeTikTok(token=TOKEN) as server:
-        yield server
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """One HTTP session, as the daemon keeps."""
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
-#: How the harness's workers build events unless a test says otherwise.
-BUILD = BuildOptions(
-    default_pixel=PIXEL,
-    phone_region="US",
-    consent_default="granted",
-    max_age_s=7 * 86400,
-    test_event_code=None,
-)
-
-
-class Harness:
-    """Builds workers that share one store, sender and pacer, as one daemon would."""
-
-    def __init__(
-        self, store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession
-    ) -> None:
-        self.store = store
-        self.fake = fake
-        self.session = session
-        self.clock = ManualClock()
-        self.metrics = Metrics()
-        self.pacer = Pacer(
-            max_limit=4,
-            throttle_max_s=300,
-            probe_max_s=60,
-            retry_after_max_s=600,
-            rng=random.Random(1),
-        )
-        self.timeout_s = 2.0
-
-    def worker(self, *, drain: bool = True, **overrides: Any) -> Worker:
-        build = overrides.pop("build", BUILD)
-        max_bytes = overrides.pop("max_bytes", 1_000_000)
-        options = {
-            "backoff": BackoffPolicy(initial_s=1.0, cap_s=300.0, retry_after_cap_s=600.0),
-            "poll_interval_s": 0.02,
-            "lease_s": 60.0,
-            "shutdown_grace_s": 5.0,
-        }
-        options.update(overrides)
-        config = WorkerConfig(**options)
-        sender = TikTokClient(self.session, self.fake.url, TOKEN, self.timeout_s)
-        tiktok = TikTok(
-            sender, build, max_events=config.max_events, max_bytes=max_bytes, clock=self.clock
-        )
-        return Worker(
-            self.store,
-            tiktok,
-            config,
-            self.pacer,
-            self.metrics,
-            owner="test",
-            drain=drain,
-            clock=self.clock,
-            rng=random.Random(2),
-        )
-
-    async def drain(self, **overrides: Any) -> Any:
-        return await self.worker(**overrides).run()
-
-
-@pytest.fixture
-def harness(store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> Harness:
-    """A worker factory on a fresh outbox and a fresh fake."""
-    return Harness(store, fake, session)
+from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH
+from tests.support.harness import PIXEL, TOKEN, Harness
+from tests.support.rows import insert, purchase, query, statuses
+from tests.support.waiting import wait_until
 
 
 def _sha(value: str) -> str:

@@ -1,4 +1,6 @@
-"""A real PostgreSQL server for the tests, loaded with ``pytest_plugins = ["tests.pg"]``.
+"""A real PostgreSQL server for the tests: fixtures ``pg_server`` and ``pg_url``.
+
+tests/conftest.py loads this module as a plugin (so pytest rewrites its asserts).
 
 ``FORWARDER_TEST_POSTGRES_URL`` (a superuser URL, PostgreSQL 13 or later) names a server to use;
 otherwise the session starts a throwaway cluster with initdb and pg_ctl (on PATH or from the
@@ -15,7 +17,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -25,6 +26,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+from .daemon import free_port
 
 # Read at import: the autouse clean_env fixture removes FORWARDER_* variables before each test.
 TEST_URL = os.environ.get("FORWARDER_TEST_POSTGRES_URL", "")
@@ -47,12 +50,6 @@ def pg_bin(name: str) -> str | None:
 
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=version)
     return candidates[-1] if candidates else found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _cluster_user() -> str | None:
@@ -163,7 +160,7 @@ def _start_cluster(root: Path, user: str | None) -> PgServer:
         capture_output=True,
         timeout=START_TIMEOUT_S,
     )
-    port = _free_port()
+    port = free_port()
     options = " ".join(
         [
             "-c listen_addresses=127.0.0.1",

@@ -1,44 +1,28 @@
-"""Helpers shared by the worker and end-to-end tests."""
+"""Outbox rows as an application writes and reads them, with its own sqlite3 connection."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 
-class ManualClock:
-    """A wall clock the test moves by hand, so retries come due without sleeping."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self.now = time.time() if start is None else start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 20.0, what: str = ""
-) -> None:
-    """Poll *condition* until it holds; fail after *timeout* seconds (a bound, not a sleep)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
-        await asyncio.sleep(0.02)
+def insert(db_path: Path, rows: list[dict[str, object]]) -> None:
+    """Insert rows as an application would, with its own sqlite3 connection."""
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        with conn:
+            for row in rows:
+                names = ", ".join(row)
+                marks = ", ".join("?" for _ in row)
+                conn.execute(
+                    f"INSERT INTO tiktok_outbox ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
+                    list(row.values()),
+                )
+    finally:
+        conn.close()
 
 
 def query(db_path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -75,3 +59,8 @@ def purchase(i: int, **payload: Any) -> dict[str, Any]:
     }
     body.update(payload)
     return {"event_id": f"order-{i}", "event": "Purchase", "payload": orjson.dumps(body).decode()}
+
+
+def purchases(first: int, last: int, **columns: object) -> list[dict[str, object]]:
+    """Purchase rows *first*..*last*-1 with extra outbox columns."""
+    return [{**purchase(i), **columns} for i in range(first, last)]

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_house.py"
+from tests.support.repo import ROOT
+
+SCRIPT = ROOT / "scripts" / "check_house.py"
 
 
 def checker() -> ModuleType:

@@ -1,22 +1,17 @@
-"""The named-query files: the parser's rules, and each store's file against the code using it."""
+"""The named-query files: the parser's rules, and each store's file against the code using it.
+
+Each statement compiled by SQLite and prepared by PostgreSQL: tests/integration/test_queries.py.
+"""
 
 from __future__ import annotations
 
 import ast
-import re
-import sqlite3
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 import forwarder.store
 from forwarder.store import queries
-from forwarder.store.postgres import PostgresStore
-from forwarder.store.sqlite import migrate_sync
-
-# The PostgreSQL fixtures (pg_server, pg_url); not imported, so pytest can rewrite its asserts.
-pytest_plugins = ["tests.pg"]
 
 STORE = Path(forwarder.store.__file__).parent
 PACKAGES = {"sqlite": "forwarder.store.sqlite", "postgres": "forwarder.store.postgres"}
@@ -92,32 +87,3 @@ def test_every_query_the_code_names_is_in_its_file_and_used(backend: str) -> Non
     defined = set(queries.load(PACKAGES[backend]))
     assert used - defined == set()
     assert defined - used == set()
-
-
-def test_every_sqlite_statement_compiles_on_a_migrated_file(tmp_path: Path) -> None:
-    """Each SQLite statement compiles against the migrated schema (EXPLAIN runs none)."""
-    path = tmp_path / "outbox.db"
-    migrate_sync(path)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        for name, sql in queries.load("forwarder.store.sqlite").items():
-            params = dict.fromkeys(re.findall(r":([a-z_]+)", sql))
-            conn.execute(f"EXPLAIN {sql}", params).fetchall()
-            assert not conn.in_transaction, name
-    finally:
-        conn.close()
-
-
-async def test_every_postgres_statement_prepares_on_a_migrated_database(pg_url: str) -> None:
-    """Each PostgreSQL statement is accepted by the server against the migrated schema."""
-    store = await PostgresStore.open(pg_url)
-    try:
-        await store.migrate()
-    finally:
-        await store.close()
-    conn = await asyncpg.connect(pg_url)
-    try:
-        for sql in queries.load("forwarder.store.postgres").values():
-            await conn.prepare(sql)
-    finally:
-        await conn.close()
