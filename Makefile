@@ -7,7 +7,7 @@ PYTHON ?= python3
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 
-.PHONY: venv run try test soak lint format demo bench clean
+.PHONY: venv run try test unit integration e2e soak lint format demo bench clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/setup.sh run
@@ -32,13 +32,30 @@ test: venv
 	@bash scripts/setup.sh test
 	$(BIN)/pytest
 
+# The suite's three tiers (docs/testing.md), each a folder of tests/ and a pytest marker. unit:
+# pure tests, no database, socket or process, in seconds and with nothing to install.
+unit: venv
+	$(BIN)/pytest tests/unit
+
+# integration: in-process against real SQLite files, PostgreSQL and loopback HTTP.
+integration: venv
+	@bash scripts/setup.sh test
+	$(BIN)/pytest tests/integration
+
+# e2e: the forwarder command and other programs (promtool, Prometheus, systemd-analyze, the
+# insert examples) as processes.
+e2e: venv
+	@bash scripts/setup.sh test
+	$(BIN)/pytest tests/e2e
+
 # The reliability tests at a larger scale: 200k events and 100 kills in the crash loop, 500
 # fuzzed examples (not derandomized), a 5,000-event failure storm. A few minutes on 2 cores.
 soak: venv
 	@bash scripts/setup.sh test
 	FORWARDER_SOAK=1 $(BIN)/pytest --timeout=3600 -p no:cacheprovider -s \
-		tests/test_crash_loop.py tests/test_fault_matrix.py tests/test_db_faults.py \
-		tests/test_fuzz.py tests/test_secrets.py
+		tests/e2e/test_crash_loop.py tests/integration/test_fault_matrix.py \
+		tests/integration/test_db_faults.py tests/e2e/test_db_faults.py \
+		tests/integration/test_fuzz.py tests/e2e/test_secrets.py
 
 # Style, types, the dependencies between the package's parts (pyproject.toml's
 # [tool.importlinter] contracts) and the house's size limits (scripts/check_house.py).

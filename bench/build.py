@@ -2,7 +2,7 @@
 
 Prints one JSON object. The rows are the drain benchmark's (`bench/drain.py` `realistic`: raw
 identifiers, phones in three formats, one to three contents) and the tests' web Purchase
-(`tests/helpers.py` `purchase`), 1,000 of each, built as the daemon builds them. With
+(`tests/support/rows.py` `purchase`), 1,000 of each, built as the daemon builds them. With
 --before REV, the `forwarder` package of that git revision is extracted and its builder
 (`forwarder/tiktok/build.py`, or `forwarder/payload.py` before the move) imported as modules of
 their own, then timed in the same process, interleaved with the current one (which goes first
@@ -43,7 +43,7 @@ ROWS_PER_KIND = 1000
 
 
 def helpers_purchase(i: int) -> tuple[str, str, str]:
-    """The tests' realistic web Purchase (tests/helpers.py `purchase`)."""
+    """The tests' realistic web Purchase (tests/support/rows.py `purchase`)."""
     body = {
         "user": {
             "email": f" Buyer{i}@Example.com ",

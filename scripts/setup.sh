@@ -26,7 +26,7 @@ if [[ "$profile" == demo || "$profile" == test ]]; then
     have sqlite3 || need sqlite3
 fi
 if [[ "$profile" == test ]]; then
-    # initdb and pg_ctl for the throwaway cluster of tests/pg.py (Debian keeps them in
+    # initdb and pg_ctl for the throwaway cluster of tests/support/pg.py (Debian keeps them in
     # /usr/lib/postgresql/<version>/bin); not needed when FORWARDER_TEST_POSTGRES_URL names one.
     if [[ -z "${FORWARDER_TEST_POSTGRES_URL:-}" ]] \
         && ! { have initdb && have pg_ctl; } \

@@ -1,16 +1,52 @@
-"""Shared fixtures: a clean environment, real SQLite files migrated with the real migrations."""
+"""Shared fixtures, and each test's tier marked from its folder.
+
+Fixtures: a clean environment, real SQLite files migrated with the real migrations, the fake
+TikTok on loopback, one HTTP session, the worker harness, another origin, a migrated store of
+each kind (`backend`: SQLite and PostgreSQL), and (from tests/support/pg.py) a real PostgreSQL
+server. Helpers are in tests/support.
+"""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import structlog
 
-from forwarder.store.sqlite import SQLiteStore
+# Before the imports below: the helpers' asserts then report like the tests' own.
+pytest.register_assert_rewrite("tests.support")
+
+import aiohttp  # noqa: E402
+import structlog  # noqa: E402
+
+from forwarder.fake_tiktok import FakeTikTok  # noqa: E402
+from forwarder.store.postgres import PostgresStore  # noqa: E402
+from forwarder.store.sqlite import SQLiteStore  # noqa: E402
+from tests.support.backends import Backend, PostgresBackend, SQLiteBackend  # noqa: E402
+from tests.support.harness import TOKEN, Harness  # noqa: E402
+from tests.support.recorder import Recorder  # noqa: E402
+
+pytest_plugins = ["tests.support.pg"]
+
+TESTS = Path(__file__).resolve().parent
+#: The tiers, each a folder and a marker (pyproject.toml registers the markers).
+TIERS = ("unit", "integration", "e2e")
+
+
+def tier_of(path: Path) -> str | None:
+    """The tier of the test file at *path*: its first folder under tests/, if that is a tier."""
+    parts = path.resolve().relative_to(TESTS).parts
+    return parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its folder's tier, so `-m unit` selects what tests/unit holds."""
+    for item in items:
+        tier = tier_of(item.path)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(autouse=True)
@@ -42,26 +78,51 @@ async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
         await opened.close()
 
 
-def insert(db_path: Path, rows: list[dict[str, object]]) -> None:
-    """Insert rows as an application would, with its own sqlite3 connection."""
-    conn = sqlite3.connect(db_path, timeout=10)
-    try:
-        with conn:
-            for row in rows:
-                names = ", ".join(row)
-                marks = ", ".join("?" for _ in row)
-                conn.execute(
-                    f"INSERT INTO tiktok_outbox ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-                    list(row.values()),
-                )
-    finally:
-        conn.close()
+@pytest.fixture
+def fake_options() -> dict[str, Any]:
+    """How the fake TikTok is started; a module overrides this fixture for a slower fake."""
+    return {}
 
 
-def rows_by_status(db_path: Path) -> dict[str, int]:
-    """Count rows per status, read with a separate connection."""
-    conn = sqlite3.connect(db_path, timeout=10)
+@pytest.fixture
+async def fake(fake_options: dict[str, Any]) -> AsyncIterator[FakeTikTok]:
+    """The project's fake TikTok on a free loopback port, expecting TOKEN."""
+    async with FakeTikTok(**{"token": TOKEN, **fake_options}) as server:
+        yield server
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One HTTP session, as the daemon keeps."""
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+@pytest.fixture
+def harness(store: SQLiteStore, fake: FakeTikTok, session: aiohttp.ClientSession) -> Harness:
+    """A worker factory on a fresh outbox and a fresh fake."""
+    return Harness(store, fake, session)
+
+
+@pytest.fixture
+async def recorder() -> AsyncIterator[Recorder]:
+    """Another origin on loopback, which a redirect may point to."""
+    async with Recorder() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    """A freshly migrated store of each kind, with an application's view of its database."""
+    chosen: Backend
+    if request.param == "sqlite":
+        chosen = SQLiteBackend(tmp_path / "outbox.db")
+        chosen.store = await SQLiteStore.open(tmp_path / "outbox.db")
+    else:
+        chosen = PostgresBackend(request.getfixturevalue("pg_url"))
+        chosen.store = await PostgresStore.open(chosen.url)
     try:
-        return dict(conn.execute("SELECT status, count(*) FROM tiktok_outbox GROUP BY status"))
+        chosen.applied = await chosen.store.migrate()
+        yield chosen
     finally:
-        conn.close()
+        await chosen.store.close()
