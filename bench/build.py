@@ -13,8 +13,10 @@ With --before REV, the `forwarder` package of that git revision is extracted and
 their own, then timed in the same process, interleaved with the current one (which goes first
 alternates per round), so that both see the same machine; the JSON then holds both figures,
 their ratio per round and its median, and the ratio of the two best rounds. Each figure is the
-best of --repeat passes over the rows, per round; every pass starts with the current builder's
-identifier cache empty, so a pass pays for its first sight of every visitor.
+best of --repeat passes over the rows, per round, in CPU time of this process (the other
+engineers' processes on the machine then count less than in wall time); every pass starts with
+the current builder's identifier cache empty, so a pass pays for its first sight of every
+visitor.
 
 Usage: python bench/build.py [--rounds 7] [--repeat 5] [--before 1ea9032] [--cases shop,plain]
 """
@@ -146,10 +148,10 @@ def per_event_us(
     best = float("inf")
     for _ in range(repeat):
         reset()
-        started = time.perf_counter()
+        started = time.process_time()
         for row in batch:
             build(row, options, NOW)
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     assert all(isinstance(build(row, options, NOW), built_type) for row in batch)
     return best / len(batch) * 1e6
 
