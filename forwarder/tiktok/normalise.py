@@ -8,6 +8,7 @@ the value cannot be read and is dropped; ``forwarder.tiktok.build_user`` says wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
@@ -94,6 +95,47 @@ def hash_with(
         return stripped.lower()
     normalized = normalizer(raw, region)
     return None if normalized is None else _sha256(normalized.encode()).hexdigest()
+
+
+#: HASH_CACHE's bound: the identifiers of a few thousand returning visitors (docs/performance.md).
+HASH_CACHE_ENTRIES = 16_384
+
+
+class HashCache:
+    """Remember the hashes of recently seen identifiers, as hash_identifier gives them.
+
+    Keyed by (kind, raw, region); at most *max_entries* entries, the least recently used
+    evicted first. The raw values are held in this process's memory only: never written,
+    logged or kept past the process.
+    """
+
+    def __init__(self, max_entries: int = HASH_CACHE_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        #: hash_identifier for a known kind: (kind, raw, region) -> hash or None.
+        self.hashed = functools.lru_cache(maxsize=max_entries)(_hash_known)
+
+    def __len__(self) -> int:
+        """Return how many entries the cache holds."""
+        return self.hashed.cache_info().currsize
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self.hashed.cache_clear()
+
+
+def _hash_known(kind: str, raw: str, region: str | None) -> str | None:
+    # hash_with, inlined: the cache calls this for every identifier it has not seen.
+    stripped = raw.strip()
+    if len(stripped) == 64 and HEX64.fullmatch(stripped):
+        return stripped.lower()
+    normalized = NORMALIZERS[kind](raw, region)
+    return None if normalized is None else _sha256(normalized.encode()).hexdigest()
+
+
+#: The builder's cache: returning visitors' identifiers are normalised and hashed once.
+HASH_CACHE = HashCache()
 
 
 # --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---
