@@ -98,8 +98,8 @@ def cases() -> dict[str, tuple[list[OutboxRow], str | None]]:
     return {"shop": (shop, REGION), "shop_no_region": (shop, None), "plain": (plain_rows(), "US")}
 
 
-def load_revision(revision: str, into: Path) -> ModuleType:
-    """The builder of *revision*, imported from its own `forwarder` package extracted *into*."""
+def extract(revision: str, into: Path) -> Path:
+    """Extract the `forwarder` package of git *revision* into *into*; return *into*."""
     archive = subprocess.run(
         ["git", "archive", "--format=tar", revision, "forwarder"],
         cwd=ROOT,
@@ -108,6 +108,12 @@ def load_revision(revision: str, into: Path) -> ModuleType:
     ).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
+    return into
+
+
+def load_revision(revision: str, into: Path) -> ModuleType:
+    """The builder of *revision*, imported from its own `forwarder` package extracted *into*."""
+    extract(revision, into)
     path = "forwarder.tiktok.build" if (into / "forwarder/tiktok/build.py").exists() else None
     # The current package steps aside while the old one is imported (its modules import each
     # other as `forwarder.…`), then comes back; the old modules keep their own references.

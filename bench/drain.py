@@ -1,32 +1,26 @@
 """Drain benchmark: N events through `forwarder run --once` against a baseline, in one run.
 
-Prints one JSON object. In the same run, against the same sink (started once per run in its own
-process on loopback, its counters reset before every measurement):
+Prints one JSON object. In the same run, against the same sink (its own process on loopback,
+its counters reset before every measurement):
 
-- forwarder: `forwarder run --once` as a process with its default settings. Its rate counts from
-  the worker's start (its ``worker_started`` log line) to the last row's ``sent_at``, so the
-  interpreter's start-up (about 0.5 s of imports) is left out, as it is for the baselines. The
-  wall time including start-up is reported too. With --before REV, the `forwarder` package of
-  that git revision (extracted with git archive) is run the same way in every round: before and
-  after figures interleaved on the same machine.
+- forwarder: `forwarder run --once` with its default settings, its rate counted from the
+  worker's start (its ``worker_started`` log line) to the last row's ``sent_at`` (the wall time
+  with start-up is reported too). With --before REV, the `forwarder` package of that git revision
+  runs the same way in every round: before and after interleaved on the same machine.
 - minimal loop and naive sender (bench/baselines.py): the minimal loop claims, builds nothing
   (its rows hold payloads built beforehand) and marks sent; the naive sender sends one event per
-  request, on fewer events (--naive-events): its rate is bounded per request, not per event.
+  request, on fewer events (--naive-events).
 
---rows shop (the default) is a shop's traffic (bench/rows.py: returning visitors, identifiers
-as shops write them, phones needing region GB); --rows plain the older, kinder rows
-(``realistic`` below, region US). --sink lean (the default) is bench/sink.py, which answers at
+--rows shop (the default) is a shop's traffic (bench/rows.py, phone region GB); --rows plain the
+older, kinder rows (region US). --sink lean (the default) is bench/sink.py, which answers at
 almost no cost per event, so the ratio to the minimal loop shows the daemon's own cost; --sink
-fake is the fake TikTok, which validates every event as TikTok does. --latency-ms delays every
-answer.
+fake is the fake TikTok, which validates every event. --latency-ms delays every answer;
+--concurrency N runs all of them with N requests in flight (FORWARDER_CONCURRENCY; default 4).
 
 Every round copies fresh databases and rotates which contender goes first; the JSON holds the
-median, every round's figure, and each round's ratio to the minimal loop (the paired comparison
-to trust on a busy machine). CPU seconds of the forwarder process, the minimal loop and the sink
-are reported per 1,000 events, to show where the ceiling is.
-
---concurrency N runs all of them with N requests in flight (the forwarder through
-FORWARDER_CONCURRENCY); by default 4, the forwarder's default.
+median, every round's figure and each round's ratio to the minimal loop (the paired comparison
+to trust on a busy machine), and CPU milliseconds per 1,000 events of each contender and of the
+sink serving it.
 
 Usage: python bench/drain.py [--events 100000] [--latency-ms 0] [--rounds 1] [--naive-events 5000]
                              [--concurrency 4] [--rows shop|plain] [--sink lean|fake]
@@ -37,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import platform
@@ -46,7 +39,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.request
@@ -57,6 +49,7 @@ from typing import Any
 import orjson
 import sink
 from baselines import CONCURRENCY, PIXEL, TOKEN, minimal_loop, naive_sender
+from build import extract
 from rows import plain_rows, shop_rows
 
 from forwarder.events import OutboxRow
@@ -149,9 +142,8 @@ def cpu_s(pid: int) -> float:
 def sent(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT count(*) FROM tiktok_outbox WHERE status = 'sent'").fetchone()[
-            0
-        ]
+        query = "SELECT count(*) FROM tiktok_outbox WHERE status = 'sent'"
+        return int(conn.execute(query).fetchone()[0])
     finally:
         conn.close()
 
@@ -223,10 +215,7 @@ def start_sink(kind: str, latency_ms: int) -> tuple[subprocess.Popen[str], str]:
 
 
 def sink_reset(kind: str, url: str) -> None:
-    if kind == "fake":
-        fake_control(url, "reset", {})
-    else:
-        sink.reset(url)
+    fake_control(url, "reset", {}) if kind == "fake" else sink.reset(url)
 
 
 def sink_accepted(kind: str, url: str) -> int:
@@ -268,19 +257,6 @@ def run_forwarder(
         - children.children_system
     )
     return {"s": delivery_s, "wall_s": wall_s, "cpu_s": cpu}
-
-
-def extract(revision: str, into: Path) -> Path:
-    """Extract the `forwarder` package of git *revision* into *into*; return *into*."""
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", revision, "forwarder", "migrations", "pyproject.toml"],
-        cwd=BENCH.parent,
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into
 
 
 def per_k(cpu: float, events: int) -> float:
@@ -364,6 +340,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rounds = measure(args, Path(tmp))
     names = ["forwarder", *(["before"] if args.before else []), "minimal"]
+    out: dict[str, Any] = {"benchmark": "drain", "date": time.strftime("%Y-%m-%d")}
 
     def median(key: str) -> float:
         return statistics.median(r[key] for r in rounds)
@@ -371,9 +348,7 @@ def main() -> None:
     def rate(key: str, events: int) -> list[float]:
         return [round(events / r[key]) for r in rounds]
 
-    out: dict[str, Any] = {
-        "benchmark": "drain",
-        "date": time.strftime("%Y-%m-%d"),
+    out |= {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "command": " ".join(["python", *sys.argv]),
