@@ -74,9 +74,10 @@ demo: venv
 	@bash scripts/setup.sh demo
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
 
-# Drain (with the minimal-loop and naive baselines), steady state, contention, idle CPU and
-# memory: JSON lines, then a table against the goals. About 4 minutes; bench/run.py lists the
-# BENCH_* variables that scale it.
+# The builder, the drain of a shop's rows and of the older ones into a lean sink (with the
+# minimal-loop and naive baselines), steady state, contention, idle CPU and memory: JSON lines,
+# then a table against the goals. About 6 minutes; bench/run.py lists the BENCH_* variables
+# that scale it (BENCH_BEFORE=<rev> runs that revision's builder and daemon alongside).
 bench: venv
 	$(BIN)/python bench/run.py
 

@@ -1,30 +1,30 @@
-"""Drain benchmark: N realistic events through `forwarder run --once` vs two baselines.
+"""Drain benchmark: N events through `forwarder run --once` against a baseline, in one run.
 
-Prints one JSON object. In the same run, against the same fake TikTok (started once per run in
-its own process on loopback, its counters reset before every measurement):
+Prints one JSON object. In the same run, against the same sink (its own process on loopback,
+its counters reset before every measurement):
 
-- forwarder: `forwarder run --once` as a process with its default settings. Its rate counts from
-  the worker's start (its ``worker_started`` log line) to the last row's ``sent_at``, so the
-  interpreter's start-up (about 0.5 s of imports) is left out, as it is for the baselines. The
-  wall time including start-up is reported too.
-- minimal loop: the ceiling, run inside this process: claim 1,000 rows, join their stored
-  (already normalised and hashed) JSON, POST, mark sent, 4 requests at a time (--concurrency).
-  No checks.
-- naive sender: one event per request, as Segment's and Stape's TikTok integrations send them,
-  4 requests at a time (--concurrency) over one keep-alive session, with the same prebuilt
-  payloads (so it is spared the normalisation the forwarder does). It runs on fewer events
-  (--naive-events): its rate is bounded per request, not per event.
+- forwarder: `forwarder run --once` with its default settings, its rate counted from the
+  worker's start (its ``worker_started`` log line) to the last row's ``sent_at`` (the wall time
+  with start-up is reported too). With --before REV, the `forwarder` package of that git revision
+  runs the same way in every round: before and after interleaved on the same machine.
+- minimal loop and naive sender (bench/baselines.py): the minimal loop claims, builds nothing
+  (its rows hold payloads built beforehand) and marks sent; the naive sender sends one event per
+  request, on fewer events (--naive-events).
 
-Every round copies fresh databases and alternates which of forwarder and minimal loop goes first;
-the JSON holds the median, every round's figure, and each round's forwarder/minimal ratio (the
-paired comparison to trust on a busy machine). CPU seconds of the forwarder process, the minimal
-loop and the fake are reported per 1,000 events, to show where the ceiling is.
+--rows shop (the default) is a shop's traffic (bench/rows.py, phone region GB); --rows plain the
+older, kinder rows (region US). --sink lean (the default) is bench/sink.py, which answers at
+almost no cost per event, so the ratio to the minimal loop shows the daemon's own cost; --sink
+fake is the fake TikTok, which validates every event. --latency-ms delays every answer;
+--concurrency N runs all of them with N requests in flight (FORWARDER_CONCURRENCY; default 4).
 
---concurrency N runs all three with N requests in flight (the forwarder through
-FORWARDER_CONCURRENCY); by default 4, the forwarder's default.
+Every round copies fresh databases and rotates which contender goes first; the JSON holds the
+median, every round's figure and each round's ratio to the minimal loop (the paired comparison
+to trust on a busy machine), and CPU milliseconds per 1,000 events of each contender and of the
+sink serving it.
 
 Usage: python bench/drain.py [--events 100000] [--latency-ms 0] [--rounds 1] [--naive-events 5000]
-                             [--concurrency 4]
+                             [--concurrency 4] [--rows shop|plain] [--sink lean|fake]
+                             [--before REV]
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import platform
-import random
 import shutil
 import sqlite3
 import statistics
@@ -47,77 +46,41 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
+import sink
+from baselines import CONCURRENCY, PIXEL, TOKEN, minimal_loop, naive_sender
+from build import extract
+from rows import plain_rows, shop_rows
 
 from forwarder.destination import Built
 from forwarder.events import OutboxRow
 from forwarder.store.sqlite import migrate_sync
 from forwarder.tiktok import build as payload
 
-TOKEN = "bench-token"
-PIXEL = "D34FV3JC77U1PDQ72P1G"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-CONCURRENCY = 4  # the baselines' requests in flight: forwarder's default
+BENCH = Path(__file__).resolve().parent
+REGIONS = {"shop": "GB", "plain": "US"}  # the phone region each kind of row needs
 
 
-def realistic(i: int, rng: random.Random) -> tuple[str, str, str]:
-    """One Purchase row with raw identifiers in mixed formats."""
-    phone = rng.choice(
-        [
-            f"+1 213 555 {i % 10000:04d}",
-            f"(213) 555-{i % 10000:04d}",
-            f"+44 20 7946 {i % 10000:04d}",
-        ]
-    )
-    payload = {
-        "user": {
-            "email": f"  Customer.{i}@Example.COM ",
-            "phone": phone,
-            "external_id": f"crm-{i}",
-            "ip": f"203.0.113.{i % 250}",
-            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36",
-            "ttclid": f"E.C.P.{i:x}abcdef",
-            "ttp": f"2Xw{i:x}ttpcookie",
-        },
-        "properties": {
-            "currency": "USD",
-            "value": round(rng.uniform(5, 500), 2),
-            "content_type": "product",
-            "contents": [
-                {
-                    "content_id": f"sku-{rng.randrange(1000)}",
-                    "quantity": rng.randint(1, 3),
-                    "price": round(rng.uniform(5, 100), 2),
-                }
-                for _ in range(rng.randint(1, 3))
-            ],
-        },
-        "page": {"url": f"https://shop.example/checkout/thanks?order={i}"},
-    }
-    return f"order-{i}", "Purchase", orjson.dumps(payload).decode()
-
-
-def make_db(path: Path, n: int, *, prebuilt: bool = False) -> None:
-    """A migrated outbox holding *n* pending realistic rows.
+def make_db(path: Path, n: int, kind: str, *, prebuilt: bool = False) -> None:
+    """A migrated outbox holding *n* pending rows of *kind* (shop or plain).
 
     *prebuilt* stores each payload already normalised and hashed, as TikTok wants it, for the
-    baselines: the fake then accepts their requests after the same validation work.
+    baselines: they send what the forwarder sends without building it.
     """
     migrate_sync(path)
-    rng = random.Random(42)
     options = payload.BuildOptions(
         default_pixel=PIXEL,
-        phone_region="US",
+        phone_region=REGIONS[kind],
         consent_default="granted",
         max_age_s=1e9,
         test_event_code=None,
     )
     rows = []
-    for i in range(n):
-        event_id, event, body = realistic(i, rng)
+    for i, (event_id, event, raw) in enumerate(shop_rows(n) if kind == "shop" else plain_rows(n)):
+        body = raw
         if prebuilt:
-            row = OutboxRow(i, event_id, event, None, body, "", "web", "", 0, time.time())
+            row = OutboxRow(i, event_id, event, None, raw, "", "web", "", 0, time.time())
             built = payload.build(row, options, time.time())
             assert isinstance(built, Built)
             fields = {
@@ -180,9 +143,8 @@ def cpu_s(pid: int) -> float:
 def sent(path: Path) -> int:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute("SELECT count(*) FROM tiktok_outbox WHERE status = 'sent'").fetchone()[
-            0
-        ]
+        query = "SELECT count(*) FROM tiktok_outbox WHERE status = 'sent'"
+        return int(conn.execute(query).fetchone()[0])
     finally:
         conn.close()
 
@@ -248,220 +210,182 @@ def log_time(lines: str, event: str) -> float:
     raise RuntimeError(f"no {event} log line in:\n{lines[-2000:]}")
 
 
-def run_forwarder(path: Path, url: str, events: int, **extra: str) -> dict[str, float]:
-    """Deliver the whole outbox with `forwarder run --once`; seconds and CPU seconds."""
+def start_sink(kind: str, latency_ms: int) -> tuple[subprocess.Popen[str], str]:
+    """Start the lean sink or the fake TikTok; return it and its URL."""
+    return start_fake(latency_ms) if kind == "fake" else sink.start(latency_ms)
+
+
+def sink_reset(kind: str, url: str) -> None:
+    fake_control(url, "reset", {}) if kind == "fake" else sink.reset(url)
+
+
+def sink_accepted(kind: str, url: str) -> int:
+    """The events the sink accepted since its last reset."""
+    return int(fake_control(url, "stats")["accepted"]) if kind == "fake" else sink.events(url)
+
+
+def run_forwarder(
+    path: Path, url: str, events: int, source: Path | None = None, **extra: str
+) -> dict[str, float]:
+    """Deliver the whole outbox with `forwarder run --once`; seconds and CPU seconds.
+
+    *source*: a directory holding another revision's `forwarder` package, run instead of this
+    one (it is the working directory, which `python -m` puts first on sys.path).
+    """
+    env = daemon_env(path, url, **extra)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    children = os.times()
     started = time.perf_counter()
     process = subprocess.Popen(
         [sys.executable, "-m", "forwarder", "run", "--once", "--no-migrate"],
-        env=daemon_env(path, url, **extra),
+        env=env,
+        cwd=source,
         stderr=subprocess.PIPE,
         text=True,
     )
     _, stderr = process.communicate()
     wall_s = time.perf_counter() - started
+    after = os.times()
     if process.returncode != 0:
         raise RuntimeError(f"forwarder exited with {process.returncode}:\n{stderr[-2000:]}")
     delivery_s = last_sent_at(path) - log_time(stderr, "worker_started")
     assert sent(path) == events, "forwarder left rows undelivered"
-    return {"s": delivery_s, "wall_s": wall_s}
-
-
-async def minimal_loop(path: Path, url: str, concurrency: int = CONCURRENCY) -> float:
-    """The ceiling: claim 1,000 rows, join their stored JSON, POST, mark sent. No checks."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    claim = """UPDATE tiktok_outbox SET status = 'inflight' WHERE id IN
-               (SELECT id FROM tiktok_outbox WHERE status = 'pending' LIMIT 1000)
-               RETURNING id, event_id, event, payload"""
-    started = time.perf_counter()
-    async with aiohttp.ClientSession() as session:
-
-        async def one(rows: list[tuple[int, str, str, str]]) -> None:
-            events = b",".join(
-                b'{"event":"%s","event_id":"%s","event_time":%d,%s'
-                % (e.encode(), i.encode(), int(time.time()), p.encode()[1:])
-                for _, i, e, p in rows
-            )
-            body = b'{"event_source":"web","event_source_id":"%s","data":[%s]}' % (
-                PIXEL.encode(),
-                events,
-            )
-            async with session.post(
-                f"{url}/open_api/v1.3/event/track/", data=body, headers={"Access-Token": TOKEN}
-            ) as response:
-                await response.read()
-            ids = orjson.dumps([r[0] for r in rows]).decode()
-            conn.execute(
-                "UPDATE tiktok_outbox SET status = 'sent' WHERE id IN "
-                "(SELECT value FROM json_each(?))",
-                (ids,),
-            )
-
-        while True:
-            batches = [conn.execute(claim).fetchall() for _ in range(concurrency)]
-            batches = [b for b in batches if b]
-            if not batches:
-                break
-            await asyncio.gather(*(one(b) for b in batches))
-    conn.close()
-    return time.perf_counter() - started
-
-
-async def naive_sender(path: Path, url: str, concurrency: int = CONCURRENCY) -> float:
-    """One event per request, *concurrency* at a time; rows claimed and marked 1,000 at a time."""
-    conn = sqlite3.connect(path, isolation_level=None)
-    claim = """UPDATE tiktok_outbox SET status = 'inflight' WHERE id IN
-               (SELECT id FROM tiktok_outbox WHERE status = 'pending' LIMIT 1000)
-               RETURNING id, event_id, event, payload"""
-    head = b'{"event_source":"web","event_source_id":"%s","data":[' % PIXEL.encode()
-    started = time.perf_counter()
-    async with aiohttp.ClientSession() as session:
-        slots = asyncio.Semaphore(concurrency)
-
-        async def one(event_id: str, event: str, body: str) -> None:
-            data = b'%s{"event":"%s","event_id":"%s","event_time":%d,%s]}' % (
-                head,
-                event.encode(),
-                event_id.encode(),
-                int(time.time()),
-                body.encode()[1:],
-            )
-            async with (
-                slots,
-                session.post(
-                    f"{url}/open_api/v1.3/event/track/", data=data, headers={"Access-Token": TOKEN}
-                ) as response,
-            ):
-                answer = await response.read()
-                assert b'"code":0' in answer, answer
-
-        while rows := conn.execute(claim).fetchall():
-            await asyncio.gather(*(one(i, e, p) for _, i, e, p in rows))
-            ids = orjson.dumps([r[0] for r in rows]).decode()
-            conn.execute(
-                "UPDATE tiktok_outbox SET status = 'sent' WHERE id IN "
-                "(SELECT value FROM json_each(?))",
-                (ids,),
-            )
-    conn.close()
-    return time.perf_counter() - started
+    cpu = (
+        after.children_user
+        + after.children_system
+        - children.children_user
+        - children.children_system
+    )
+    return {"s": delivery_s, "wall_s": wall_s, "cpu_s": cpu}
 
 
 def per_k(cpu: float, events: int) -> float:
     return round(cpu / events * 1000 * 1000, 1)  # CPU milliseconds per 1,000 events
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--latency-ms", type=int, default=0)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--naive-events", type=int, default=5000, help="0 skips the naive sender")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="requests in flight")
-    args = parser.parse_args()
+    parser.add_argument("--rows", choices=("shop", "plain"), default="shop")
+    parser.add_argument("--sink", choices=("lean", "fake"), default="lean")
+    parser.add_argument("--before", help="a git revision whose forwarder to run as well")
+    return parser.parse_args()
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
+    """Run every round; each round's seconds and CPU seconds per contender."""
+    kind, region = args.rows, REGIONS[args.rows]
+    sources: dict[str, Path | None] = {"forwarder": None}
+    if args.before:
+        sources["before"] = extract(args.before, tmp / "before")
+    templates = {"forwarder": tmp / "forwarder.src.db", "minimal": tmp / "minimal.src.db"}
+    make_db(templates["forwarder"], args.events, kind)
+    make_db(templates["minimal"], args.events, kind, prebuilt=True)
+    if args.naive_events:
+        templates["naive"] = tmp / "naive.src.db"
+        make_db(templates["naive"], args.naive_events, kind, prebuilt=True)
+    settings = {"FORWARDER_PHONE_REGION": region}
+    if args.concurrency != CONCURRENCY:
+        settings["FORWARDER_CONCURRENCY"] = str(args.concurrency)
+    server, url = start_sink(args.sink, args.latency_ms)
     rounds: list[dict[str, float]] = []
+    try:
+        for index in range(args.rounds):
+            result: dict[str, float] = {}
+
+            def daemon(name: str, result: dict[str, float] = result) -> None:
+                db = tmp / f"{name}.db"
+                copy_db(templates["forwarder"], db)
+                sink_reset(args.sink, url)
+                sink_before = cpu_s(server.pid)
+                timing = run_forwarder(db, url, args.events, sources[name], **settings)
+                result[f"{name}_s"] = timing["s"]
+                result[f"{name}_wall_s"] = timing["wall_s"]
+                result[f"{name}_cpu_s"] = timing["cpu_s"]
+                result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
+                accepted = sink_accepted(args.sink, url)
+                assert accepted == args.events, (name, accepted)
+
+            def baseline(name: str, result: dict[str, float] = result) -> None:
+                db = tmp / f"{name}.db"
+                copy_db(templates[name], db)
+                sink_reset(args.sink, url)
+                sink_before, own_before = cpu_s(server.pid), time.process_time()
+                loop = minimal_loop if name == "minimal" else naive_sender
+                result[f"{name}_s"] = asyncio.run(loop(db, url, args.concurrency))
+                result[f"{name}_cpu_s"] = time.process_time() - own_before
+                result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
+                events = args.events if name == "minimal" else args.naive_events
+                assert sent(db) == events, f"the {name} baseline left rows undelivered"
+
+            steps = [*sources, "minimal"]
+            steps = steps[index % len(steps) :] + steps[: index % len(steps)]
+            for name in steps:
+                (daemon if name in sources else baseline)(name)
+            if args.naive_events:
+                baseline("naive")
+            rounds.append(result)
+    finally:
+        server.terminate()
+        server.wait(10)
+    return rounds
+
+
+def main() -> None:
+    args = arguments()
     with tempfile.TemporaryDirectory() as tmp:
-        ours_src, base_src = Path(tmp, "forwarder.src.db"), Path(tmp, "minimal.src.db")
-        naive_src = Path(tmp, "naive.src.db")
-        make_db(ours_src, args.events)
-        make_db(base_src, args.events, prebuilt=True)
-        if args.naive_events:
-            make_db(naive_src, args.naive_events, prebuilt=True)
-        ours, base, naive = Path(tmp, "forwarder.db"), Path(tmp, "minimal.db"), Path(tmp, "n.db")
-        fake, url = start_fake(args.latency_ms)
-        try:
-            for index in range(args.rounds):
-                result: dict[str, float] = {}
+        rounds = measure(args, Path(tmp))
+    names = ["forwarder", *(["before"] if args.before else []), "minimal"]
+    out: dict[str, Any] = {"benchmark": "drain", "date": time.strftime("%Y-%m-%d")}
 
-                def forwarder(result: dict[str, float] = result) -> None:
-                    copy_db(ours_src, ours)
-                    fake_control(url, "reset", {})
-                    fake_before = cpu_s(fake.pid)
-                    children = os.times()
-                    settings: dict[str, str] = {}
-                    if args.concurrency != CONCURRENCY:
-                        settings["FORWARDER_CONCURRENCY"] = str(args.concurrency)
-                    timing = run_forwarder(ours, url, args.events, **settings)
-                    after = os.times()
-                    result["forwarder_s"] = timing["s"]
-                    result["forwarder_wall_s"] = timing["wall_s"]
-                    result["forwarder_cpu_s"] = (
-                        after.children_user
-                        + after.children_system
-                        - children.children_user
-                        - children.children_system
-                    )
-                    result["fake_cpu_forwarder_s"] = cpu_s(fake.pid) - fake_before
-                    assert fake_control(url, "stats")["accepted"] == args.events
-
-                def minimal(result: dict[str, float] = result) -> None:
-                    copy_db(base_src, base)
-                    fake_control(url, "reset", {})
-                    fake_before, own_before = cpu_s(fake.pid), time.process_time()
-                    result["minimal_s"] = asyncio.run(minimal_loop(base, url, args.concurrency))
-                    result["minimal_cpu_s"] = time.process_time() - own_before
-                    result["fake_cpu_minimal_s"] = cpu_s(fake.pid) - fake_before
-                    assert sent(base) == args.events, "the minimal loop left rows undelivered"
-
-                for step in (forwarder, minimal) if index % 2 == 0 else (minimal, forwarder):
-                    step()
-                if args.naive_events:
-                    copy_db(naive_src, naive)
-                    fake_control(url, "reset", {})
-                    fake_before, own_before = cpu_s(fake.pid), time.process_time()
-                    result["naive_s"] = asyncio.run(naive_sender(naive, url, args.concurrency))
-                    result["naive_cpu_s"] = time.process_time() - own_before
-                    result["fake_cpu_naive_s"] = cpu_s(fake.pid) - fake_before
-                    assert sent(naive) == args.naive_events, "the naive sender left rows"
-                rounds.append(result)
-        finally:
-            fake.terminate()
-            fake.wait(10)
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
 
     def rate(key: str, events: int) -> list[float]:
         return [round(events / r[key]) for r in rounds]
 
-    ours_rate, base_rate = rate("forwarder_s", args.events), rate("minimal_s", args.events)
-    out: dict[str, Any] = {
-        "benchmark": "drain",
-        "date": time.strftime("%Y-%m-%d"),
+    out |= {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}",
         "command": " ".join(["python", *sys.argv]),
         "events": args.events,
+        "rows": args.rows,
+        "phone_region": REGIONS[args.rows],
+        "sink": args.sink,
         "latency_ms": args.latency_ms,
         "concurrency": args.concurrency,
         "rounds": args.rounds,
-        "forwarder_events_per_s": statistics.median(ours_rate),
-        "minimal_loop_events_per_s": statistics.median(base_rate),
-        "ratio_to_minimal": statistics.median(
-            round(r["minimal_s"] / r["forwarder_s"], 3) for r in rounds
-        ),
-        "forwarder_runs": ours_rate,
-        "minimal_runs": base_rate,
-        "ratio_runs": [round(r["minimal_s"] / r["forwarder_s"], 3) for r in rounds],
-        "forwarder_wall_events_per_s": statistics.median(rate("forwarder_wall_s", args.events)),
-        # CPU milliseconds per 1,000 events, medians over the rounds.
-        "cpu_ms_per_1k": {
-            "forwarder": per_k(
-                statistics.median(r["forwarder_cpu_s"] for r in rounds), args.events
-            ),
-            "fake_serving_forwarder": per_k(
-                statistics.median(r["fake_cpu_forwarder_s"] for r in rounds), args.events
-            ),
-            "minimal_loop": per_k(
-                statistics.median(r["minimal_cpu_s"] for r in rounds), args.events
-            ),
-            "fake_serving_minimal": per_k(
-                statistics.median(r["fake_cpu_minimal_s"] for r in rounds), args.events
-            ),
+    }
+    for name in names:
+        label = "minimal_loop" if name == "minimal" else name
+        runs = rate(f"{name}_s", args.events)
+        out[f"{label}_events_per_s"] = statistics.median(runs)
+        out[f"{label}_runs"] = runs
+    for name in names[:-1]:
+        ratios = [round(r["minimal_s"] / r[f"{name}_s"], 3) for r in rounds]
+        prefix = "" if name == "forwarder" else "before_"
+        out[f"{prefix}ratio_to_minimal"] = statistics.median(ratios)
+        out[f"{prefix}ratio_runs"] = ratios
+    out["forwarder_wall_events_per_s"] = statistics.median(rate("forwarder_wall_s", args.events))
+    # CPU milliseconds per 1,000 events, medians over the rounds.
+    out["cpu_ms_per_1k"] = {
+        **{name: per_k(median(f"{name}_cpu_s"), args.events) for name in names},
+        **{
+            f"sink_serving_{name}": per_k(median(f"sink_cpu_{name}_s"), args.events)
+            for name in names
         },
     }
+    if args.before:
+        out["before"] = args.before
     if args.naive_events:
-        out["cpu_ms_per_1k"]["naive_sender"] = per_k(
-            statistics.median(r["naive_cpu_s"] for r in rounds), args.naive_events
-        )
-        out["cpu_ms_per_1k"]["fake_serving_naive"] = per_k(
-            statistics.median(r["fake_cpu_naive_s"] for r in rounds), args.naive_events
+        out["cpu_ms_per_1k"]["naive_sender"] = per_k(median("naive_cpu_s"), args.naive_events)
+        out["cpu_ms_per_1k"]["sink_serving_naive"] = per_k(
+            median("sink_cpu_naive_s"), args.naive_events
         )
         naive_rate = rate("naive_s", args.naive_events)
         out["naive_events"] = args.naive_events

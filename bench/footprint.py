@@ -26,7 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from drain import cpu_s, realistic, start_daemon, start_fake, stop_daemon
+from drain import cpu_s, start_daemon, start_fake, stop_daemon
+from rows import realistic
 
 from forwarder.store.sqlite import migrate_sync
 

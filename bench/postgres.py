@@ -38,7 +38,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
-from drain import PIXEL, TOKEN, realistic, start_fake  # bench/ is sys.path[0] as a script
+from drain import PIXEL, TOKEN, start_fake  # bench/ is sys.path[0] as a script
+from rows import realistic
 
 WARMUP_S = 2.0  # latency samples from the first seconds (daemons settling in) are dropped
 

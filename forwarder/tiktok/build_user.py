@@ -7,7 +7,6 @@ is and how it is fixed is ``forwarder.tiktok.schema``'s table (§ are to tiktok-
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from socket import AF_INET, AF_INET6, inet_pton
 from typing import Any
@@ -23,16 +22,7 @@ from forwarder.tiktok.checks import (
     type_name,
     unknown_key,
 )
-from forwarder.tiktok.normalise import (
-    HEX64,
-    NORMALIZERS,
-    hash_identifier,
-    hash_with,
-    normalize_gaid,
-    normalize_idfa,
-    normalize_ip,
-    normalize_phone,
-)
+from forwarder.tiktok.normalise import HASH_CACHE, normalize_gaid, normalize_idfa, normalize_ip
 from forwarder.tiktok.spec import (
     EVENT_SOURCES,
     HASHED_LIST_KEYS,
@@ -65,7 +55,8 @@ _PLAIN_NORMALIZERS: dict[str, tuple[Callable[[str], str | None], str]] = {
 }
 #: schema: the user keys TikTok documents for each event_source; the others are not sent.
 _USER_KEYS_FOR = {source: schema.user_keys(source) for source in EVENT_SOURCES}
-_sha256 = hashlib.sha256
+#: normalise.hash_identifier through the process's bounded cache: (kind, raw, region) -> hash.
+_hashed = HASH_CACHE.hashed
 
 
 def user_object(
@@ -80,7 +71,7 @@ def user_object(
         value = _user_for_source(value, source, warnings)
     # The object is this call's own (parsed from the row): changed in place and sent, keys in
     # the order given, the unsent removed at the end. Per event, the usual cases run inline: a
-    # plain key, one identifier (_hash_list for a list of one), an ip normalize_ip keeps as is.
+    # plain key, one identifier as a string, an ip normalize_ip keeps as is.
     unsent: list[str] | None = None
     for key, given in value.items():
         kind = _USER_KINDS[key]
@@ -94,26 +85,19 @@ def user_object(
                     continue  # §6 "Never hash": sent as given
                 warnings.append(f"user.{key} dropped: empty")
         elif kind is _HASHED_LIST and isinstance(given, str):
-            stripped = given.strip()
-            if not personal or not stripped:
-                normalized: str | None = None
-            elif len(stripped) == 64 and HEX64.fullmatch(stripped):
-                value[key] = [stripped.lower()]
-                continue
-            elif key == "email":
-                normalized = stripped.lower()
-                local, at, domain = normalized.rpartition("@")
-                if not (at and local and domain):
-                    normalized = None
-            elif key == "phone":
-                normalized = normalize_phone(given, region)
-            else:
-                normalized = given  # external_id, §6: hashed as given
-            if normalized is not None:
-                value[key] = [_sha256(normalized.encode()).hexdigest()]
-                continue
             if personal:
+                hashed = _hashed(key, given, region)  # normalised and hashed once per visitor
+                if hashed is not None:
+                    value[key] = [hashed]
+                    continue
                 warnings.append(f"user.{key} dropped: {_why_invalid(key, given, region)}")
+        elif kind is _HASHED_SCALAR and isinstance(given, str):
+            if personal:
+                hashed = _hashed(key, given, region)
+                if hashed is not None:
+                    value[key] = hashed
+                    continue
+                warnings.append(f"user.{key} dropped: empty")
         elif key == "ip" and isinstance(given, str):
             try:
                 inet_pton(AF_INET6 if ":" in given else AF_INET, given)
@@ -162,7 +146,7 @@ def _fix_user_key(
             return False
         value[key] = normalized
         return True
-    hashed = hash_identifier(key, given, region) if personal else None  # a hashed scalar
+    hashed = _hashed(key, given, region) if personal else None  # a hashed scalar
     if hashed is None:
         if personal:
             warnings.append(f"user.{key} dropped: empty")
@@ -229,9 +213,8 @@ def _hash_list(
     key: str, given: object, items: list[str], region: str | None, warnings: list[str]
 ) -> list[str]:
     hashes: list[str] = []
-    normalizer = NORMALIZERS[key]
     for index, raw in enumerate(items):
-        hashed = hash_with(normalizer, raw, region) if raw.strip() else None
+        hashed = _hashed(key, raw, region) if raw.strip() else None
         if hashed is None:
             where = f"user.{key}" if isinstance(given, str) else f"user.{key}[{index}]"
             warnings.append(f"{where} dropped: {_why_invalid(key, raw, region)}")

@@ -8,17 +8,16 @@ the value cannot be read and is dropped; ``forwarder.tiktok.build_user`` says wh
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Callable
 from socket import AF_INET, AF_INET6, inet_pton
 
-import phonenumbers
+from forwarder.tiktok.phones import normalise_phone_strict
 
 #: A SHA-256 in hex, in either case.
 HEX64 = re.compile(r"[0-9a-fA-F]{64}")
-#: §6: E.164 with the leading "+", no leading 0 after it, at most 15 digits.
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 _sha256 = hashlib.sha256
 
 
@@ -36,34 +35,9 @@ def normalize_email(raw: str) -> str | None:
     return email
 
 
-_NANP_REGIONS = frozenset({"US", "CA"})
-_NANP = re.compile(r"1?[2-9]\d{2}[2-9]\d{6}")
-
-
-def normalize_phone(raw: str, region: str | None) -> str | None:
-    """Return *raw* in E.164 with its leading "+" (§6), or None when it cannot be parsed."""
-    # Fast path: already international once the usual punctuation is gone. A "(0)" is a trunk
-    # prefix ("+44 (0)20 ..."); keeping its 0 would break §6's "no leading 0", so parse those.
-    if "(0)" not in raw:
-        # The usual punctuation removed; five replace() calls cost less than one translate().
-        compact = (
-            raw.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
-        )
-        if _E164.fullmatch(compact):
-            return compact
-        # Second fast path: a North American national number (NXX-NXX-XXXX, area code and
-        # exchange starting 2-9), which libphonenumber would turn into "+1" + its ten digits.
-        if region in _NANP_REGIONS and _NANP.fullmatch(compact):
-            return "+1" + compact[-10:]
-    # §6: TikTok recommends libphonenumber for everything else.
-    try:
-        number = phonenumbers.parse(raw, region.upper() if region else None)
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(number):
-        return None
-    e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    return e164
+#: §6: a phone number in E.164 with its leading "+" (TikTok recommends libphonenumber): exactly
+#: phonenumbers' E.164 when it holds a possible number, else None (forwarder.tiktok.phones).
+normalize_phone = normalise_phone_strict
 
 
 def _normalize_external_id(raw: str, region: str | None) -> str | None:
@@ -121,6 +95,47 @@ def hash_with(
         return stripped.lower()
     normalized = normalizer(raw, region)
     return None if normalized is None else _sha256(normalized.encode()).hexdigest()
+
+
+#: HASH_CACHE's bound: the identifiers of a few thousand returning visitors (docs/performance.md).
+HASH_CACHE_ENTRIES = 16_384
+
+
+class HashCache:
+    """Remember the hashes of recently seen identifiers, as hash_identifier gives them.
+
+    Keyed by (kind, raw, region); at most *max_entries* entries, the least recently used
+    evicted first. The raw values are held in this process's memory only: never written,
+    logged or kept past the process.
+    """
+
+    def __init__(self, max_entries: int = HASH_CACHE_ENTRIES) -> None:
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        self.max_entries = max_entries
+        #: hash_identifier for a known kind: (kind, raw, region) -> hash or None.
+        self.hashed = functools.lru_cache(maxsize=max_entries)(_hash_known)
+
+    def __len__(self) -> int:
+        """Return how many entries the cache holds."""
+        return self.hashed.cache_info().currsize
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        self.hashed.cache_clear()
+
+
+def _hash_known(kind: str, raw: str, region: str | None) -> str | None:
+    # hash_with, inlined: the cache calls this for every identifier it has not seen.
+    stripped = raw.strip()
+    if len(stripped) == 64 and HEX64.fullmatch(stripped):
+        return stripped.lower()
+    normalized = NORMALIZERS[kind](raw, region)
+    return None if normalized is None else _sha256(normalized.encode()).hexdigest()
+
+
+#: The builder's cache: returning visitors' identifiers are normalised and hashed once.
+HASH_CACHE = HashCache()
 
 
 # --- user fields sent raw but normalised: None means dropped (with the reason the lint shows) ---

@@ -1,33 +1,21 @@
 """Normalise phone numbers to E.164 (tiktok-events-api.md §6) without parsing the common shapes.
 
-``normalise_phone(raw, region)`` returns exactly what ``normalise.normalize_phone`` returns
-for every input: phonenumbers' E.164 when ``is_possible_number`` holds, else None, after the same
-two shortcuts (already international; North American national). What those shortcuts leave is
-decided here from phonenumbers' own metadata (country codes, international and national prefixes,
-possible lengths, the general number pattern), replaying the steps ``phonenumbers.parse`` takes for
-a number written with ASCII digits, spaces and ``( ) . - /``. Anything else (letters, extensions,
-RFC 3966, non-ASCII digits, a second "+", an unknown country code, a region phonenumbers does not
-know, an input it would refuse as too short or too long) goes to phonenumbers itself.
-
-``PhoneHashCache`` is an optional bounded cache from (raw, region) to the SHA-256 of the result.
+``normalise_phone_strict(raw, region)`` returns exactly what phonenumbers answers for every
+input: its E.164 when ``is_possible_number`` holds, else None. A number written with ASCII
+digits, spaces and ``( ) . - /`` is decided from phonenumbers' own metadata (country codes,
+international and national prefixes, possible lengths, the general number pattern), replaying
+the steps ``phonenumbers.parse`` takes. Anything else (letters, extensions, RFC 3966, non-ASCII
+digits, a second "+", an unknown country code, a region phonenumbers does not know, an input it
+would refuse as too short or too long) goes to phonenumbers itself.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import re
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import phonenumbers
 from phonenumbers import PhoneMetadata
-
-# The current normalize_phone's shortcuts, kept identical (including _NANP's Unicode \d) so
-# that both functions agree on every input.
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
-_NANP_REGIONS = frozenset({"US", "CA"})
-_NANP = re.compile(r"1?[2-9]\d{2}[2-9]\d{6}")
 
 #: The shapes decided from metadata: what phonenumbers drops before the first "+" or digit
 #: ("tel:", spaces, a bracket; no ";", which could start an RFC 3966 phone-context), an optional
@@ -48,7 +36,6 @@ _INVALID_LENGTH = 4
 _REGIONS: frozenset[str] = frozenset(phonenumbers.SUPPORTED_REGIONS)
 _COUNTRY_REGIONS: dict[int, tuple[str, ...]] = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
 _COUNTRY_CODES = {str(code): code for code in _COUNTRY_REGIONS}  # as written: "1", "44", "358"
-_sha256 = hashlib.sha256
 
 
 class _Plan(NamedTuple):
@@ -62,6 +49,7 @@ class _Plan(NamedTuple):
     general: re.Pattern[str] | None  # general_desc.national_number_pattern
     lengths: tuple[int, ...]  # general_desc.possible_length, as stored (sorted)
     local_lengths: tuple[int, ...]  # general_desc.possible_length_local_only
+    accepted: frozenset[int]  # the lengths _length finds _POSSIBLE or _LOCAL_ONLY
 
 
 def _plan(metadata: Any) -> _Plan | None:
@@ -85,6 +73,7 @@ def _plan(metadata: Any) -> _Plan | None:
         re.compile(number_pattern) if number_pattern else None,
         tuple(general.possible_length),
         tuple(general.possible_length_local_only),
+        frozenset(general.possible_length) | frozenset(general.possible_length_local_only),
     )
 
 
@@ -161,16 +150,19 @@ def _finish(country_code: int, national: str, plan: _Plan) -> str | None:
     """Strip a national prefix with *plan*, then check the length as is_possible_number does."""
     if len(national) < _MIN_NSN:
         return _UNDECIDED
-    stripped = _strip_national_prefix(national, plan)
-    if _length(len(stripped), plan) in (_POSSIBLE, _TOO_LONG):
-        national = stripped
+    prefix = plan.national_prefix
+    # Most numbers hold no national prefix: one match rules that out.
+    if prefix is not None and prefix.match(national) is not None:
+        stripped = _strip_national_prefix(national, plan)
+        if _length(len(stripped), plan) in (_POSSIBLE, _TOO_LONG):
+            national = stripped
     if len(national) > _MAX_NSN:
         return _UNDECIDED
     check = _country_plan(country_code)
     if check is None:
         return _UNDECIDED
-    if _length(len(national), check) in (_POSSIBLE, _LOCAL_ONLY):
-        return f"+{country_code}{national}"
+    if len(national) in check.accepted:  # _length: _POSSIBLE or _LOCAL_ONLY
+        return "+" + check.prefix + national
     return None
 
 
@@ -233,27 +225,10 @@ def _decide(raw: str, region: str | None) -> str | None:
     return _international(digits) if plus else _national(digits, home)
 
 
-def normalise_phone(raw: str, region: str | None) -> str | None:
-    """Return *raw* in E.164 with its leading "+" (§6), or None when it is not a possible number.
-
-    The same answer as normalise.normalize_phone for every input, shortcuts included.
-    """
-    if "(0)" not in raw:
-        compact = (
-            raw.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")
-        )
-        if _E164.fullmatch(compact):
-            return compact
-        if region in _NANP_REGIONS and _NANP.fullmatch(compact):
-            return "+1" + compact[-10:]
-    return normalise_phone_strict(raw, region)
-
-
 def normalise_phone_strict(raw: str, region: str | None) -> str | None:
     """Return phonenumbers' E.164 for *raw* when it is a possible number, else None.
 
-    Without normalise_phone's shortcuts, which keep a trunk prefix ("+49 030 ...") or an
-    impossible length ("+1 213 373 425") that phonenumbers would remove or refuse.
+    *region* (either case) reads national numbers; without one only "+" numbers are possible.
     """
     upper = region.upper() if region else None
     decided = _decide(raw, upper)
@@ -272,43 +247,3 @@ def _parse(raw: str, region: str | None) -> str | None:
         return None
     e164: str = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return e164
-
-
-#: A bound that keeps PhoneHashCache to a few megabytes (docs/pending/issue21-phone.md).
-DEFAULT_CACHE_ENTRIES = 10_000
-
-
-class PhoneHashCache:
-    """Remember the SHA-256 of recent phones' E.164 forms, keyed by (raw, region).
-
-    At most *max_entries* entries, the least recently used evicted first; held in this
-    process's memory only, never written anywhere. Not for pre-hashed input: the caller passes
-    64-hex values through before asking.
-    """
-
-    def __init__(
-        self,
-        max_entries: int = DEFAULT_CACHE_ENTRIES,
-        normalise: Callable[[str, str | None], str | None] = normalise_phone,
-    ) -> None:
-        if max_entries < 1:
-            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
-        self.max_entries = max_entries
-
-        def hashed(raw: str, region: str | None) -> str | None:
-            normalised = normalise(raw, region)
-            return None if normalised is None else _sha256(normalised.encode()).hexdigest()
-
-        self._hashed = functools.lru_cache(maxsize=max_entries)(hashed)
-
-    def __call__(self, raw: str, region: str | None) -> str | None:
-        """Return the SHA-256 hex of *raw*'s E.164 form, or None when it is not a phone number."""
-        return self._hashed(raw, region)
-
-    def __len__(self) -> int:
-        """Return how many entries the cache holds."""
-        return self._hashed.cache_info().currsize
-
-    def clear(self) -> None:
-        """Forget every entry."""
-        self._hashed.cache_clear()

@@ -1,4 +1,4 @@
-"""Tests for forwarder.phones: the E.164 of phonenumbers and of normalize_phone, decided faster."""
+"""Tests for forwarder.tiktok.phones: phonenumbers' E.164, decided faster, as the builder sends."""
 
 from __future__ import annotations
 
@@ -8,15 +8,17 @@ import random
 import re
 from collections.abc import Iterator
 
+import orjson
 import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
-from forwarder.tiktok import phones
+from forwarder.events import OutboxRow
+from forwarder.tiktok import build, phones
 from forwarder.tiktok.normalise import normalize_phone
-from forwarder.tiktok.phones import PhoneHashCache, normalise_phone, normalise_phone_strict
+from forwarder.tiktok.phones import normalise_phone_strict
 
 #: The corpus' regions: national formats are parsed with these; international ones without any.
 REGIONS = ("US", "CA", "GB", "DE", "FR", "IN", "BR", "AU", "JP", "IT", "MX", "ES")
@@ -150,18 +152,37 @@ def test_corpus_is_large_and_mixed() -> None:
     assert any(text.startswith("tel:") for text, _ in items)
 
 
-def test_corpus_matches_phonenumbers_and_normalize_phone() -> None:
-    """On every corpus number, with its region and without, all four functions agree."""
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def built_phone(text: str, region: str | None) -> list[str] | None:
+    """Return the phone the builder sends for *text* with FORWARDER_PHONE_REGION *region*."""
+    options = build.BuildOptions(
+        default_pixel="PIXEL",
+        phone_region=region,
+        consent_default="granted",
+        max_age_s=1e9,
+        test_event_code=None,
+    )
+    payload = orjson.dumps({"user": {"phone": text, "external_id": "x"}}).decode()
+    row = OutboxRow(1, "e-1", "Purchase", 1_700_000_000, payload, "", "web", "", 0, 1_700_000_000.0)
+    built = build.build(row, options, 1_700_000_100.0)
+    assert isinstance(built, build.Built)
+    phone: list[str] | None = built.event["user"].get("phone")
+    return phone
+
+
+def test_builder_sends_phonenumbers_answer_for_the_corpus() -> None:
+    """For every corpus number, with its region and without, the builder hashes phonenumbers'
+    E.164, or drops the phone where phonenumbers finds no possible number."""
     wrong = []
     for text, region in corpus():
         for given_region in (region, None):
             expected = reference(text, given_region)
-            found = (
-                normalise_phone(text, given_region),
-                normalise_phone_strict(text, given_region),
-                normalize_phone(text, given_region),
-            )
-            if found != (expected, expected, expected):
+            sent = built_phone(text, given_region)
+            found = normalize_phone(text, given_region)
+            if found != expected or sent != (None if expected is None else [sha(expected)]):
                 wrong.append((text, given_region, expected, found))
     assert wrong == []
 
@@ -225,7 +246,6 @@ def test_common_shapes_skip_phonenumbers_parse(
     assert reference(raw, region) == expected
     monkeypatch.setattr(phonenumbers, "parse", refuse)
     assert normalise_phone_strict(raw, region) == expected
-    assert normalise_phone(raw, region) == expected
 
 
 @pytest.mark.parametrize(
@@ -276,26 +296,26 @@ def test_shared_country_codes_check_the_main_regions_lengths(
 )
 def test_unusual_shapes_fall_back(raw: str, region: str | None, expected: str | None) -> None:
     """Extensions, letters, other digits and unknown regions get phonenumbers' own answer."""
-    assert normalise_phone(raw, region) == normalize_phone(raw, region) == expected
-    assert normalise_phone_strict(raw, region) == reference(raw, region) == expected
+    assert normalize_phone(raw, region) == reference(raw, region) == expected
 
 
 @pytest.mark.parametrize(
     ("raw", "region", "shortcut", "expected"),
     [
         ("+49 030 1234567", None, "+490301234567", "+49301234567"),  # a trunk 0 after "+49"
-        ("+1 (1)201-555-0130", None, "+112015550130", "+12015550130"),
+        ("+1 (1)201-555-0130", None, "+112015550130", "+12015550130"),  # a trunk 1 after "+1"
         ("+1 213 373 425", None, "+1213373425", None),  # an impossible length
         ("+999 1234567", None, "+9991234567", None),  # no such country code
         ("2\u0663\u06633734253", "US", "+12\u0663\u06633734253", "+12333734253"),  # Arabic-Indic
     ],
 )
-def test_shortcuts_kept_where_they_differ_from_phonenumbers(
+def test_former_shortcuts_now_give_phonenumbers_answer(
     raw: str, region: str | None, shortcut: str, expected: str | None
 ) -> None:
-    """normalise_phone keeps normalize_phone's shortcuts; the strict one gives phonenumbers'."""
-    assert normalise_phone(raw, region) == normalize_phone(raw, region) == shortcut
-    assert normalise_phone_strict(raw, region) == reference(raw, region) == expected
+    """Where the builder's former shortcuts sent a number as written (*shortcut*), it now sends
+    phonenumbers' E.164 or drops an impossible number (docs/contract.md, phone)."""
+    assert normalize_phone(raw, region) == reference(raw, region) == expected != shortcut
+    assert built_phone(raw, region) == (None if expected is None else [sha(expected)])
 
 
 REGION_CHOICES = [None, "", "US", "us", "CA", "GB", "DE", "FR", "BR", "AU", "JP", "IT", "AR", "UK"]
@@ -312,50 +332,7 @@ ALPHABET = "0123456789" * 3 + " +()-./" + "xXAte#;,\t\uff0b\uff10\u0663"
 def test_arbitrary_strings_match_the_reference(prefix: str, body: str, region: str | None) -> None:
     """Any short string of digits, punctuation and letters gets the reference functions' answer."""
     raw = prefix + body
-    assert normalise_phone(raw, region) == normalize_phone(raw, region)
     assert normalise_phone_strict(raw, region) == reference(raw, region)
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def test_cache_returns_the_hash_of_the_normalised_phone() -> None:
-    """The cache answers the SHA-256 of the E.164 form, per region, and None for non-phones."""
-    cache = PhoneHashCache(8)
-    assert cache("020 7946 0958", "GB") == sha("+442079460958")
-    assert cache("020 7946 0958", "GB") == sha("+442079460958")
-    assert cache("020 7946 0958", None) is None
-    assert cache("+49 030 1234567", None) == sha("+490301234567")
-    strict = PhoneHashCache(8, normalise=normalise_phone_strict)
-    assert strict("+49 030 1234567", None) == sha("+49301234567")
-
-
-def test_cache_is_bounded_and_hits_skip_normalising() -> None:
-    """The cache never holds more than its bound, and a hit does not normalise again."""
-    calls: list[str] = []
-
-    def counting(raw: str, region: str | None) -> str | None:
-        calls.append(raw)
-        return normalise_phone(raw, region)
-
-    cache = PhoneHashCache(100, normalise=counting)
-    raws = [f"020 7946 {i:04d}" for i in range(150)]
-    for raw in raws:
-        cache(raw, "GB")
-    assert len(cache) == 100
-    cache(raws[-1], "GB")
-    assert len(calls) == 150
-    cache(raws[0], "GB")  # evicted: the least recently used went first
-    assert len(calls) == 151
-    cache.clear()
-    assert len(cache) == 0
-
-
-def test_cache_refuses_a_bound_below_one() -> None:
-    """A cache of no entries is a configuration mistake, refused with a clear error."""
-    with pytest.raises(ValueError, match="max_entries must be at least 1"):
-        PhoneHashCache(0)
 
 
 @pytest.fixture
@@ -372,7 +349,7 @@ def no_plans() -> Iterator[None]:
 def test_plans_stay_bounded_by_known_regions() -> None:
     """Unknown regions are never stored, so the compiled metadata cannot grow without end."""
     for i in range(200):
-        normalise_phone("020 7946 0958", f"Q{i}")
+        normalise_phone_strict("020 7946 0958", f"Q{i}")
     assert phones._REGION_PLANS == {}
-    normalise_phone("020 7946 0958", "GB")
+    normalise_phone_strict("020 7946 0958", "GB")
     assert set(phones._REGION_PLANS) == {"GB"}
