@@ -6,7 +6,8 @@ its counters reset before every measurement):
 - forwarder: `forwarder run --once` with its default settings, its rate counted from the
   worker's start (its ``worker_started`` log line) to the last row's ``sent_at`` (the wall time
   with start-up is reported too). With --before REV, the `forwarder` package of that git revision
-  runs the same way in every round: before and after interleaved on the same machine.
+  runs the same way in every round: before and after interleaved on the same machine. --after REV
+  runs that revision as the forwarder instead of this checkout (to compare two past revisions).
 - minimal loop and naive sender (bench/baselines.py): the minimal loop claims, builds nothing
   (its rows hold payloads built beforehand) and marks sent; the naive sender sends one event per
   request, on fewer events (--naive-events).
@@ -24,7 +25,7 @@ sink serving it.
 
 Usage: python bench/drain.py [--events 100000] [--latency-ms 0] [--rounds 1] [--naive-events 5000]
                              [--concurrency 4] [--rows shop|plain] [--sink lean|fake]
-                             [--before REV]
+                             [--before REV] [--after REV]
 """
 
 from __future__ import annotations
@@ -274,6 +275,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--rows", choices=("shop", "plain"), default="shop")
     parser.add_argument("--sink", choices=("lean", "fake"), default="lean")
     parser.add_argument("--before", help="a git revision whose forwarder to run as well")
+    parser.add_argument("--after", help="a git revision to run instead of this checkout")
     return parser.parse_args()
 
 
@@ -281,6 +283,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
     """Run every round; each round's seconds and CPU seconds per contender."""
     kind, region = args.rows, REGIONS[args.rows]
     sources: dict[str, Path | None] = {"forwarder": None}
+    if args.after:
+        sources["forwarder"] = extract(args.after, tmp / "after")
     if args.before:
         sources["before"] = extract(args.before, tmp / "before")
     templates = {"forwarder": tmp / "forwarder.src.db", "minimal": tmp / "minimal.src.db"}
@@ -382,6 +386,8 @@ def main() -> None:
     }
     if args.before:
         out["before"] = args.before
+    if args.after:
+        out["after"] = args.after
     if args.naive_events:
         out["cpu_ms_per_1k"]["naive_sender"] = per_k(median("naive_cpu_s"), args.naive_events)
         out["cpu_ms_per_1k"]["sink_serving_naive"] = per_k(
