@@ -23,9 +23,9 @@ import structlog  # noqa: E402
 
 from forwarder.fake_tiktok import FakeTikTok  # noqa: E402
 from forwarder.store.postgres import PostgresStore  # noqa: E402
-from forwarder.store.sqlite import SQLiteStore  # noqa: E402
+from forwarder.store.sqlite import SQLiteStore, migrate_sync  # noqa: E402
 from tests.support.backends import Backend, PostgresBackend, SQLiteBackend  # noqa: E402
-from tests.support.harness import TOKEN, Harness  # noqa: E402
+from tests.support.harness import PIXEL, TOKEN, Harness  # noqa: E402
 from tests.support.recorder import Recorder  # noqa: E402
 
 pytest_plugins = ["tests.support.pg"]
@@ -126,3 +126,14 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         yield chosen
     finally:
         await chosen.store.close()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> Path:
+    """Settings pointing the commands at a migrated test outbox."""
+    migrate_sync(db_path)
+    monkeypatch.setenv("FORWARDER_DATABASE_URL", f"sqlite:///{db_path}")
+    monkeypatch.setenv("TIKTOK_PIXEL_CODE", PIXEL)
+    monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", TOKEN)
+    monkeypatch.setenv("FORWARDER_LOG_LEVEL", "error")
+    return db_path

@@ -17,7 +17,7 @@ from forwarder.store.postgres import PostgresStore
 from forwarder.store.sqlite import migrate_sync
 from tests.support.backends import Backend
 from tests.support.commands import run
-from tests.support.harness import PIXEL, TOKEN, Harness
+from tests.support.harness import PIXEL, Harness
 from tests.support.meta import EMAIL_HASH, expected_web_event, meta_event, meta_row
 from tests.support.rows import insert, purchase, query
 
@@ -29,17 +29,6 @@ NOTE = (
     "not carried over from Meta's event: user_data.ph (hashed without the + TikTok's hash "
     "needs), user_data.fbc (Meta only), user_data.fbp (Meta only)"
 )
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> Path:
-    """Settings pointing the commands at a migrated outbox."""
-    migrate_sync(db_path)
-    monkeypatch.setenv("FORWARDER_DATABASE_URL", f"sqlite:///{db_path}")
-    monkeypatch.setenv("TIKTOK_PIXEL_CODE", PIXEL)
-    monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", TOKEN)
-    monkeypatch.setenv("FORWARDER_LOG_LEVEL", "error")
-    return db_path
 
 
 @pytest.fixture

@@ -12,23 +12,11 @@ import orjson
 import pytest
 
 from forwarder.fake_tiktok import FakeTikTok
-from forwarder.store.sqlite import migrate_sync
 from tests.support.commands import arun, run
-from tests.support.harness import PIXEL, TOKEN, Harness
+from tests.support.harness import TOKEN, Harness
 from tests.support.rows import insert, purchase, query, statuses
 
 RAW_EMAIL = "buyer1@example.com"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, db_path: Path) -> Path:
-    """Settings pointing the commands at a migrated test outbox."""
-    migrate_sync(db_path)
-    monkeypatch.setenv("FORWARDER_DATABASE_URL", f"sqlite:///{db_path}")
-    monkeypatch.setenv("TIKTOK_PIXEL_CODE", PIXEL)
-    monkeypatch.setenv("TIKTOK_ACCESS_TOKEN", TOKEN)
-    monkeypatch.setenv("FORWARDER_LOG_LEVEL", "error")
-    return db_path
 
 
 def make_dead(db_path: Path) -> None:

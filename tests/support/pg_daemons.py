@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import orjson
 from forwarder.fake_tiktok import FakeTikTok
 
 from .daemon import FORWARDER
-from .harness import PIXEL, TOKEN
+from .daemon import daemon_env as sqlite_daemon_env
 from .rows import purchase
 from .waiting import wait_until
 
@@ -47,22 +46,12 @@ class Daemon:
 
 
 def daemon_env(url: str, fake: FakeTikTok, **extra: str) -> dict[str, str]:
-    """The environment of a daemon delivering the outbox at *url* to *fake*."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TIKTOK_", "FORWARDER_"))}
-    env.update(
-        TIKTOK_ACCESS_TOKEN=TOKEN,
-        TIKTOK_PIXEL_CODE=PIXEL,
-        TIKTOK_API_URL=fake.url,
-        FORWARDER_DATABASE_URL=url,
-        FORWARDER_HTTP_ADDR="127.0.0.1:0",
-        FORWARDER_LOG_FORMAT="json",
-        FORWARDER_BACKOFF_INITIAL="50ms",
-        FORWARDER_BACKOFF_MAX="200ms",
-        FORWARDER_THROTTLE_MAX_PAUSE="300ms",
-        FORWARDER_PAUSE_PROBE_MAX="300ms",
-        FORWARDER_POLL_INTERVAL="200ms",  # the default: NOTIFY, not polling, wakes the daemons
-        FORWARDER_PHONE_REGION="US",
-    )
+    """The environment of a daemon delivering the outbox at *url* to *fake*: the SQLite
+    daemons' quick retries, with the default request timeout, lease and poll interval (NOTIFY,
+    not polling, wakes the daemons)."""
+    env = sqlite_daemon_env(Path("unused.db"), fake, FORWARDER_DATABASE_URL=url)
+    for name in ("FORWARDER_REQUEST_TIMEOUT", "FORWARDER_LEASE", "FORWARDER_POLL_INTERVAL"):
+        del env[name]
     env.update(extra)
     return env
 

@@ -27,7 +27,15 @@ from forwarder.tiktok.lint_meta import DROPPED, MAPPED, NORMALISED, NOT_SENT, me
 from forwarder.tiktok.lint_refusals import outbox_row
 from forwarder.tiktok.meta_capi import ACTION_SOURCES
 from forwarder.tiktok.spec import USER_KEYS
-from tests.support.meta import EMAIL_HASH, META_APP, META_CRM, META_LDU, META_OFFLINE, META_WEB
+from tests.support.meta import (
+    EMAIL_HASH,
+    META_APP,
+    META_CRM,
+    META_LDU,
+    META_OFFLINE,
+    META_WEB,
+    expected_web_event,
+)
 from tests.support.repo import ROOT
 from tests.support.typed import typed_problems
 
@@ -100,27 +108,7 @@ def same_fields(event: dict[str, Any], expected: dict[str, Any]) -> None:
 def test_meta_website_purchase_becomes_tiktoks_event() -> None:
     """Meta's "Send Requests" Purchase: the TikTok web event, field by field, and the note."""
     result = built(meta(META_WEB))
-    same_fields(
-        result.event,
-        {
-            "event": "Purchase",
-            "event_time": 1762902353,
-            "event_id": "order-1",
-            "user": {
-                "email": [EMAIL_HASH],
-                "ip": "123.123.123.123",
-                "user_agent": "$CLIENT_USER_AGENT",
-            },
-            "properties": {
-                "currency": "USD",
-                "value": 123.45,
-                "delivery_category": "home_delivery",
-                "contents": [{"content_id": "product123", "quantity": 1}],
-                "content_type": "product",
-            },
-            "page": {"url": "http://jaspers-market.com/product/123"},
-        },
-    )
+    same_fields(result.event, expected_web_event("order-1", 1762902353))
     assert result.route.event_source == "web"
     assert result.warnings == (
         f"not carried over from Meta's event: {PHONE_DROPPED}, "
