@@ -26,6 +26,7 @@ run: venv
 # The daemon against the project's fake TikTok on loopback, no token needed: insert a row into
 # ./try.db from another terminal and watch it arrive (README, quick start).
 try: venv
+	@bash scripts/setup.sh demo
 	PATH="$(abspath $(BIN)):$$PATH" bash scripts/try.sh
 
 test: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -216,7 +217,11 @@ def load_settings(
         name = str(first["loc"][0]) if first["loc"] else "settings"
         # The message, never the input: a mistyped secret must not reach the terminal.
         message = str(first["msg"]).removeprefix("Value error, ")
-        raise ConfigError(f"{name}: {message}") from None
+        # Where the value came from, when it was not the environment: a copied .env example.
+        where = ""
+        if name not in os.environ and env_file is not None and Path(env_file).is_file():
+            where = f" (set in {env_file})"
+        raise ConfigError(f"{name}{where}: {message}") from None
 
 
 def read_token(env_file: str | Path | None = ".env") -> str:

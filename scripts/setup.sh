@@ -2,7 +2,7 @@
 # Install the system packages a make target needs (Debian or Ubuntu), or say in one line how.
 #
 #   scripts/setup.sh run    Python 3.11+ with venv (make run, make lint)
-#   scripts/setup.sh demo   the above and the sqlite3 command (make demo)
+#   scripts/setup.sh demo   the above and the sqlite3 command (make try, make demo)
 #   scripts/setup.sh test   everything the whole test suite runs (make test, CI)
 #
 # Nothing missing: silent, exit 0. Missing and root (or passwordless sudo) with apt-get: installs

@@ -234,6 +234,15 @@ def test_setting_errors_read_plainly(
     assert "Value error" not in message
 
 
+def test_a_bad_value_from_an_env_file_names_the_file(tmp_path: Path) -> None:
+    """A placeholder left in a copied .env is reported with the file it came from."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("TIKTOK_PIXEL_CODE=<your pixel code>\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env_file)
+    assert str(raised.value).startswith(f"TIKTOK_PIXEL_CODE (set in {env_file}): must be")
+
+
 def test_token_file_mode_check_uses_group_and_other_bits(tmp_path: Path) -> None:
     """Mode 0600 and 0400 pass; the check reads group and other read bits only."""
     for mode in (0o600, 0o400):
