@@ -20,8 +20,8 @@ fake is the fake TikTok, which validates every event. --latency-ms delays every 
 
 Every round copies fresh databases and rotates which contender goes first; the JSON holds the
 median, every round's figure and each round's ratio to the minimal loop (the paired comparison
-to trust on a busy machine), and CPU milliseconds per 1,000 events of each contender and of the
-sink serving it.
+to trust on a busy machine), CPU milliseconds per 1,000 events of each contender and of the
+sink serving it, and the events each contender's requests carried.
 
 Usage: python bench/drain.py [--events 100000] [--latency-ms 0] [--rounds 1] [--naive-events 5000]
                              [--concurrency 4] [--rows shop|plain] [--sink lean|fake]
@@ -225,6 +225,11 @@ def sink_accepted(kind: str, url: str) -> int:
     return int(fake_control(url, "stats")["accepted"]) if kind == "fake" else sink.events(url)
 
 
+def sink_requests(kind: str, url: str) -> int:
+    """The requests the sink answered since its last reset."""
+    return int((fake_control(url, "stats") if kind == "fake" else sink.stats(url))["requests"])
+
+
 def run_forwarder(
     path: Path, url: str, events: int, source: Path | None = None, **extra: str
 ) -> dict[str, float]:
@@ -314,6 +319,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
                 result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
                 accepted = sink_accepted(args.sink, url)
                 assert accepted == args.events, (name, accepted)
+                result[f"{name}_requests"] = sink_requests(args.sink, url)
 
             def baseline(name: str, result: dict[str, float] = result) -> None:
                 db = tmp / f"{name}.db"
@@ -326,6 +332,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
                 result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
                 events = args.events if name == "minimal" else args.naive_events
                 assert sent(db) == events, f"the {name} baseline left rows undelivered"
+                result[f"{name}_requests"] = sink_requests(args.sink, url)
 
             steps = [*sources, "minimal"]
             steps = steps[index % len(steps) :] + steps[: index % len(steps)]
@@ -383,6 +390,10 @@ def main() -> None:
             f"sink_serving_{name}": per_k(median(f"sink_cpu_{name}_s"), args.events)
             for name in names
         },
+    }
+    # What each request carried: the daemon's byte cap splits what the minimal loop sends whole.
+    out["events_per_request"] = {
+        name: round(args.events / median(f"{name}_requests")) for name in names
     }
     if args.before:
         out["before"] = args.before

@@ -116,10 +116,15 @@ def reset(url: str) -> None:
         response.read()
 
 
+def stats(url: str) -> dict[str, int]:
+    """The requests and events the sink received since its last reset."""
+    with urllib.request.urlopen(f"{url}/_sink/stats", timeout=30) as response:
+        return {key: int(value) for key, value in json.loads(response.read()).items()}
+
+
 def events(url: str) -> int:
     """The events the sink received since its last reset."""
-    with urllib.request.urlopen(f"{url}/_sink/stats", timeout=30) as response:
-        return int(json.loads(response.read())["events"])
+    return stats(url)["events"]
 
 
 def main() -> None:

@@ -109,6 +109,10 @@ class Destination(Protocol):
         """Group *items* into requests, in claim order; refuse those no request can carry."""
         ...
 
+    def fitting(self, items: Sequence[Item]) -> int:
+        """Return how many events like *items* one request carries, at most."""
+        ...
+
     def stored(self, item: Item) -> str:
         """Return what a sent row keeps of its event (identifiers hashed as they were sent)."""
         ...

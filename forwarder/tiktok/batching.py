@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import orjson
 
@@ -12,6 +12,7 @@ from forwarder.tiktok.spec import MAX_EVENTS
 #: The keys build.build puts first in every event; they are outbox columns, not payload.
 ENVELOPE = ("event", "event_time", "event_id")
 _ENVELOPE_KEYS = frozenset(ENVELOPE)
+FIT_SPARE = 0.05  # of a request's bytes left free when claims are sized to fill one request
 
 
 def serialise(built: Built) -> Item:
@@ -63,6 +64,19 @@ def envelope_size(route: Route) -> int:
     """Bytes of a request body around its events."""
     head, tail = envelope(route)
     return len(head) + len(tail)
+
+
+def fitting(items: Sequence[Item], max_events: int, max_bytes: int) -> int:
+    """How many events of *items*' average size fill one request, with room to spare.
+
+    The room left (FIT_SPARE) absorbs a claim whose events run larger than the last one's:
+    a request that overflows by a few events sends them as a request of their own.
+    """
+    if not items:
+        return max_events
+    used = sum([len(item.data) for item in items]) + len(items)  # each event and its comma
+    room = (max_bytes - envelope_size(items[0].built.route)) * (1 - FIT_SPARE)
+    return max(1, min(max_events, int(room * len(items) / used)))
 
 
 def make_batches(

@@ -10,7 +10,7 @@ from forwarder.destination import OVERSIZE, Batch, Item, Refused
 from forwarder.errors import TransportError
 from forwarder.events import OutboxRow
 from forwarder.outcome import ApiResponse, Outcome
-from forwarder.tiktok.batching import body, make_batches, serialise, stored
+from forwarder.tiktok.batching import body, fitting, make_batches, serialise, stored
 from forwarder.tiktok.build import BuildOptions, build
 from forwarder.tiktok.classify import classify, classify_transport
 from forwarder.tiktok.spec import MAX_EVENTS
@@ -66,6 +66,10 @@ class TikTok:
             for item in oversize
         ]
         return batches, refused
+
+    def fitting(self, items: Sequence[Item]) -> int:
+        """How many events like *items* fit one request under both caps."""
+        return fitting(items, self.max_events, self.max_bytes)
 
     def stored(self, item: Item) -> str:
         """Return the event as sent, without the columns the row already holds."""

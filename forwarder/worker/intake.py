@@ -2,7 +2,9 @@
 
 While the destination takes requests, one batch more than the free slots is claimed and built
 ahead: the slot a finishing request frees then goes to a batch that is ready, instead of waiting
-for a claim and the build of a thousand events.
+for a claim and the build of a thousand events. A claim asks for as many rows as the last claim's
+events say one request carries (the destination's byte cap as much as its count), so a backlog
+goes out in full requests rather than each claim's overflow in a small one of its own.
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ class Intake:
         self.settler = settler
         self._ahead: Claim | None = None  # the next claim, made while a batch was built
         self._claims: set[Claim] = set()  # claims not yet returned
+        self._ahead_limit = 0  # the rows the claim made ahead asked for
+        #: Rows per claim: what one request carries, as the last claim's events measured it.
+        self.fit = shared.config.max_events
         #: Answered requests waiting for their outcome to be written, at which claims wait.
         self.settle_backlog_max = max(SETTLE_BACKLOG_MIN, 2 * shared.pacer.max_limit)
 
@@ -58,14 +63,15 @@ class Intake:
         # One request's worth per statement, however many slots are free: the loop comes
         # straight back for more, and the application's inserts wait for SQLite's write lock
         # one short statement at a time, not one claim of several thousand rows.
-        limit = 1 if pacer.paused else shared.config.max_events
-        claimed_ahead = self._ahead
+        limit = 1 if pacer.paused else self.fit
+        asked, claimed_ahead = limit, self._ahead
         backlogged = self.delivery.settling() >= self.settle_backlog_max
         if claimed_ahead is None and backlogged:
             return False  # a delivery ending wakes the loop
         if claimed_ahead is not None:
             # Claimed while the last batch was built, when a slot was free for it: its rows
             # are ours and go out whatever the slots are now (they wait for one if need be).
+            asked = self._ahead_limit
             try:
                 rows = await shared.calls.unless_stopped(claimed_ahead)
             finally:
@@ -77,11 +83,11 @@ class Intake:
             rows = await shared.calls.unless_stopped(self._claim(limit, now))
         if not rows:
             return False
-        full = len(rows) == shared.config.max_events
+        full = len(rows) >= asked
         if free > 1 and full and not backlogged and not shared.stopping.is_set():
             # Another full request fits: the database claims it while this one is built, so
             # the loop goes from one build to the next instead of waiting for each claim.
-            self._ahead = self._claim(limit, now)
+            self._ahead, self._ahead_limit = self._claim(limit, now), limit
         await self._build(rows, now)
         return True
 
@@ -169,6 +175,8 @@ class Intake:
                 warned[row.id] = result.built.warnings
         if warned:
             self._log_warnings(warned)
+        if items:
+            self.fit = min(shared.config.max_events, destination.fitting(items))
         batches, oversize = destination.batches(items)
         dead.extend(Dead(refused.row_id, refused.code, refused.reason) for refused in oversize)
         if dead:

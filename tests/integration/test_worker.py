@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from forwarder.errors import ConfigError, StoreError
 from forwarder.fake_tiktok import Scripted
+from forwarder.outcome import ApiResponse
 from forwarder.settings import Settings
 from forwarder.startup import worker_config
+from forwarder.tiktok.destination import Sender, TikTok
 from forwarder.worker import PRUNE_AGAIN_S, PRUNE_BATCH
 from tests.support.harness import PIXEL, TOKEN, Harness
 from tests.support.rows import insert, purchase, query, statuses
@@ -41,6 +43,37 @@ async def test_delivers_everything_once(harness: Harness, db_path: Path) -> None
     assert first["user"]["ip"] == "203.0.113.7"
     assert first["event_source_id"] == PIXEL
     assert harness.metrics.delivered.labels("Purchase")._value.get() == 2500
+
+
+class _Counting:
+    """A sender that counts the events of each request body before sending it on."""
+
+    def __init__(self, inner: Sender) -> None:
+        self.inner = inner
+        self.events: list[int] = []
+
+    async def send(self, body: bytes) -> ApiResponse:
+        self.events.append(body.count(b'"event_id"'))
+        return await self.inner.send(body)
+
+
+async def test_claims_are_sized_to_fill_a_request(harness: Harness, db_path: Path) -> None:
+    """Under a byte cap that 1,000 events overflow, claims shrink to what one request carries."""
+    insert(db_path, [purchase(i) for i in range(6000)])
+    worker = harness.worker(max_bytes=470_000)  # about 870 of these events
+    tiktok = worker.shared.destination
+    assert isinstance(tiktok, TikTok)
+    counting = tiktok.sender = _Counting(tiktok.sender)
+    totals = await worker.run()
+    assert totals.delivered == 6000
+    assert statuses(db_path) == {"sent": 6000}
+    full = max(counting.events)
+    small = [n for n in counting.events if n < 0.9 * full]
+    # The first claim and the one made ahead of it ask for 1,000 rows, before any event was
+    # measured: their overflow and the backlog's last rows are the only small requests (a
+    # 1,000-row claim each time would make 12 requests, 6 of them small).
+    assert len(small) <= 3, counting.events
+    assert len(counting.events) <= 10, counting.events
 
 
 async def test_sent_rows_record_tiktok_request_id(harness: Harness, db_path: Path) -> None:

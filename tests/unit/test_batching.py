@@ -5,7 +5,14 @@ from __future__ import annotations
 import orjson
 
 from forwarder.destination import Batch, Built, Item, Route
-from forwarder.tiktok.batching import body, envelope_size, make_batches, serialise
+from forwarder.tiktok.batching import (
+    FIT_SPARE,
+    body,
+    envelope_size,
+    fitting,
+    make_batches,
+    serialise,
+)
 
 WEB = Route("web", "PIXEL1", None)
 
@@ -46,6 +53,23 @@ def test_byte_cap_is_exact() -> None:
     first = batches[0]
     grown = Batch(first.route, first.items + batches[1].items[:1])
     assert len(body(grown)) > 10_000
+
+
+def test_fitting_fills_a_request_by_bytes_with_room_to_spare() -> None:
+    """Events of a known size: as many as fill the byte cap less the spare, one request's worth."""
+    built = [_built(i, pad=900) for i in range(10, 110)]  # ids of one width: one size
+    size = len(built[0].data)
+    room = (10_000 - envelope_size(WEB)) * (1 - FIT_SPARE)
+    assert fitting(built, 1000, 10_000) == int(room / (size + 1))
+    fitted = built[: fitting(built, 1000, 10_000)]
+    assert [len(b.items) for b in make_batches(fitted, 1000, 10_000)[0]] == [len(fitted)]
+
+
+def test_fitting_is_held_to_the_count_cap_and_at_least_one() -> None:
+    """Small events fit the count cap; one larger than a request still claims one row."""
+    assert fitting([_built(i) for i in range(50)], 1000, 10_000_000) == 1000
+    assert fitting([_built(1, pad=20_000)], 1000, 10_000) == 1
+    assert fitting([], 700, 10_000) == 700
 
 
 def test_groups_by_destination_and_never_mixes_test_events() -> None:
