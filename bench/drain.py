@@ -106,21 +106,9 @@ def copy_db(source: Path, target: Path) -> None:
 
 def start_fake(latency_ms: int) -> tuple[subprocess.Popen[str], str]:
     """Start the fake TikTok in its own process; return it and its URL."""
-    fake = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "forwarder.fake_tiktok",
-            "--port",
-            "0",
-            "--token",
-            TOKEN,
-            "--latency-ms",
-            str(latency_ms),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "forwarder.fake_tiktok", "--port", "0", "--token", TOKEN]
+    command += ["--latency-ms", str(latency_ms)]
+    fake = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert fake.stdout is not None
     line = fake.stdout.readline()
     return fake, line.rsplit(" ", 1)[-1].strip()
@@ -220,14 +208,13 @@ def sink_reset(kind: str, url: str) -> None:
     fake_control(url, "reset", {}) if kind == "fake" else sink.reset(url)
 
 
-def sink_accepted(kind: str, url: str) -> int:
-    """The events the sink accepted since its last reset."""
-    return int(fake_control(url, "stats")["accepted"]) if kind == "fake" else sink.events(url)
-
-
-def sink_requests(kind: str, url: str) -> int:
-    """The requests the sink answered since its last reset."""
-    return int((fake_control(url, "stats") if kind == "fake" else sink.stats(url))["requests"])
+def sink_counts(kind: str, url: str) -> tuple[int, int]:
+    """The events the sink accepted and the requests it answered since its last reset."""
+    if kind == "fake":
+        stats = fake_control(url, "stats")
+        return int(stats["accepted"]), int(stats["requests"])
+    counts = sink.stats(url)
+    return counts["events"], counts["requests"]
 
 
 def run_forwarder(
@@ -317,9 +304,8 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
                 result[f"{name}_wall_s"] = timing["wall_s"]
                 result[f"{name}_cpu_s"] = timing["cpu_s"]
                 result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
-                accepted = sink_accepted(args.sink, url)
+                accepted, result[f"{name}_requests"] = sink_counts(args.sink, url)
                 assert accepted == args.events, (name, accepted)
-                result[f"{name}_requests"] = sink_requests(args.sink, url)
 
             def baseline(name: str, result: dict[str, float] = result) -> None:
                 db = tmp / f"{name}.db"
@@ -332,7 +318,7 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
                 result[f"sink_cpu_{name}_s"] = cpu_s(server.pid) - sink_before
                 events = args.events if name == "minimal" else args.naive_events
                 assert sent(db) == events, f"the {name} baseline left rows undelivered"
-                result[f"{name}_requests"] = sink_requests(args.sink, url)
+                _, result[f"{name}_requests"] = sink_counts(args.sink, url)
 
             steps = [*sources, "minimal"]
             steps = steps[index % len(steps) :] + steps[: index % len(steps)]
@@ -345,6 +331,20 @@ def measure(args: argparse.Namespace, tmp: Path) -> list[dict[str, float]]:
         server.terminate()
         server.wait(10)
     return rounds
+
+
+def costs(rounds: list[dict[str, float]], names: list[str], events: int) -> dict[str, Any]:
+    """CPU milliseconds per 1,000 events and events per request of each contender (medians)."""
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    cpu = {name: per_k(median(f"{name}_cpu_s"), events) for name in names}
+    for name in names:
+        cpu[f"sink_serving_{name}"] = per_k(median(f"sink_cpu_{name}_s"), events)
+    # What each request carried: the daemon's byte cap splits what the minimal loop sends whole.
+    carried = {name: round(events / median(f"{name}_requests")) for name in names}
+    return {"cpu_ms_per_1k": cpu, "events_per_request": carried}
 
 
 def main() -> None:
@@ -383,18 +383,7 @@ def main() -> None:
         out[f"{prefix}ratio_to_minimal"] = statistics.median(ratios)
         out[f"{prefix}ratio_runs"] = ratios
     out["forwarder_wall_events_per_s"] = statistics.median(rate("forwarder_wall_s", args.events))
-    # CPU milliseconds per 1,000 events, medians over the rounds.
-    out["cpu_ms_per_1k"] = {
-        **{name: per_k(median(f"{name}_cpu_s"), args.events) for name in names},
-        **{
-            f"sink_serving_{name}": per_k(median(f"sink_cpu_{name}_s"), args.events)
-            for name in names
-        },
-    }
-    # What each request carried: the daemon's byte cap splits what the minimal loop sends whole.
-    out["events_per_request"] = {
-        name: round(args.events / median(f"{name}_requests")) for name in names
-    }
+    out |= costs(rounds, names, args.events)
     if args.before:
         out["before"] = args.before
     if args.after:

@@ -67,16 +67,33 @@ def envelope_size(route: Route) -> int:
 
 
 def fitting(items: Sequence[Item], max_events: int, max_bytes: int) -> int:
-    """How many events of *items*' average size fill one request, with room to spare.
+    """How many rows a claim like the one that made *items* may take for its busiest route to
+    fill one request, with room to spare.
 
-    The room left (FIT_SPARE) absorbs a claim whose events run larger than the last one's:
-    a request that overflows by a few events sends them as a request of their own.
+    The room left (FIT_SPARE) absorbs a claim whose events run larger than the last one's: a
+    request that overflows by a few events sends them as a request of their own. Events no
+    request can carry are refused, not sent, so they measure nothing.
     """
-    if not items:
+    used: dict[Route, int] = {}  # bytes per route, each event with its comma
+    # Consecutive events usually share one route object: hash a Route only when it changes.
+    route: Route | None = None
+    run = 0
+    for item in items:
+        size = len(item.data) + 1
+        if size > max_bytes:
+            continue
+        here = item.built.route
+        if here is not route:
+            if route is not None:
+                used[route] = used.get(route, 0) + run
+            route, run = here, 0
+        run += size
+    if route is None:
         return max_events
-    used = sum([len(item.data) for item in items]) + len(items)  # each event and its comma
-    room = (max_bytes - envelope_size(items[0].built.route)) * (1 - FIT_SPARE)
-    return max(1, min(max_events, int(room * len(items) / used)))
+    used[route] = used.get(route, 0) + run
+    busiest = max(used, key=used.__getitem__)
+    room = (max_bytes - envelope_size(busiest)) * (1 - FIT_SPARE)
+    return max(1, min(max_events, int(room * len(items) / used[busiest])))
 
 
 def make_batches(

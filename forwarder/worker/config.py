@@ -12,7 +12,7 @@ class WorkerConfig:
     """What the worker needs from the settings."""
 
     backoff: backoff.BackoffPolicy
-    max_events: int = 1000  # rows per claim: one full request's worth
+    max_events: int = 1000  # rows per claim at most: fewer when fewer fill a request's bytes
     poll_interval_s: float = 0.2
     lease_s: float = 60.0
     heartbeat_s: float = 1.0  # how often the daemon records that it is alive

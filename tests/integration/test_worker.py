@@ -60,20 +60,32 @@ class _Counting:
 async def test_claims_are_sized_to_fill_a_request(harness: Harness, db_path: Path) -> None:
     """Under a byte cap that 1,000 events overflow, claims shrink to what one request carries."""
     insert(db_path, [purchase(i) for i in range(6000)])
-    worker = harness.worker(max_bytes=470_000)  # about 870 of these events
+    worker = harness.worker(max_bytes=470_000)  # a little less than 1,000 of these events
     tiktok = worker.shared.destination
     assert isinstance(tiktok, TikTok)
     counting = tiktok.sender = _Counting(tiktok.sender)
+    intake, take = worker.intake, worker.intake.take
+    ahead: list[int] = []  # the rows each claim made ahead asked for
+
+    async def watched(now: float) -> bool:
+        before = intake._ahead
+        taken = await take(now)
+        if intake._ahead is not None and intake._ahead is not before:
+            ahead.append(intake._ahead_limit)
+        return taken
+
+    intake.take = watched  # type: ignore[method-assign]
     totals = await worker.run()
     assert totals.delivered == 6000
     assert statuses(db_path) == {"sent": 6000}
     full = max(counting.events)
     small = [n for n in counting.events if n < 0.9 * full]
-    # The first claim and the one made ahead of it ask for 1,000 rows, before any event was
-    # measured: their overflow and the backlog's last rows are the only small requests (a
-    # 1,000-row claim each time would make 12 requests, 6 of them small).
+    # Only the first two claims ask for 1,000 rows, before any event was measured: their
+    # overflow and the backlog's last rows are the only small requests.
     assert len(small) <= 3, counting.events
     assert len(counting.events) <= 10, counting.events
+    # A fitted claim counts as full, so the next one is still claimed while it is built.
+    assert len([limit for limit in ahead if limit < 1000]) >= 2, ahead
 
 
 async def test_sent_rows_record_tiktok_request_id(harness: Harness, db_path: Path) -> None:

@@ -55,20 +55,40 @@ def test_byte_cap_is_exact() -> None:
     assert len(body(grown)) > 10_000
 
 
+def _room(max_bytes: int) -> float:
+    return (max_bytes - envelope_size(WEB)) * (1 - FIT_SPARE)
+
+
 def test_fitting_fills_a_request_by_bytes_with_room_to_spare() -> None:
     """Events of a known size: as many as fill the byte cap less the spare, one request's worth."""
-    built = [_built(i, pad=900) for i in range(10, 110)]  # ids of one width: one size
-    size = len(built[0].data)
-    room = (10_000 - envelope_size(WEB)) * (1 - FIT_SPARE)
-    assert fitting(built, 1000, 10_000) == int(room / (size + 1))
+    built = [_built(i, pad=900) for i in range(10, 100)]  # ids of one width: one size
+    size = len(built[0].data) + 1  # with its comma
+    assert fitting(built, 1000, 10_000) == int(_room(10_000) / size)
     fitted = built[: fitting(built, 1000, 10_000)]
     assert [len(b.items) for b in make_batches(fitted, 1000, 10_000)[0]] == [len(fitted)]
 
 
+def test_fitting_leaves_out_events_no_request_carries() -> None:
+    """An event too large for any request does not shrink the next claim; it counts as a row."""
+    built = [_built(i, pad=900) for i in range(10, 100)]
+    size = len(built[0].data) + 1
+    assert fitting([*built, _built(7, pad=50_000)], 1000, 10_000) == int(
+        _room(10_000) * 91 / 90 / size
+    )
+
+
+def test_fitting_fills_the_busiest_route() -> None:
+    """Events split over two pixels: the claim grows until the larger share fills a request."""
+    other = Route("web", "PIXEL2", None)
+    mixed = [_built(i, WEB if i % 3 else other, pad=900) for i in range(10, 100)]
+    size = len(mixed[0].data) + 1
+    assert fitting(mixed, 1000, 10_000) == int(_room(10_000) * 90 / (60 * size))
+
+
 def test_fitting_is_held_to_the_count_cap_and_at_least_one() -> None:
-    """Small events fit the count cap; one larger than a request still claims one row."""
+    """Small events fit the count cap; one that fits the cap but not its spare claims one row."""
     assert fitting([_built(i) for i in range(50)], 1000, 10_000_000) == 1000
-    assert fitting([_built(1, pad=20_000)], 1000, 10_000) == 1
+    assert fitting([_built(1, pad=9_800)], 1000, 10_000) == 1
     assert fitting([], 700, 10_000) == 700
 
 
